@@ -1,0 +1,7 @@
+/* weft: a concurrency runtime for C on Linux. This umbrella header includes every part. */
+#ifndef WEFT_H
+#define WEFT_H
+
+#include <weft/core.h>
+
+#endif

@@ -1,0 +1,94 @@
+/* alloc.c: allocation and thread creation behind fault-injection points (see internal/alloc.h).
+ *
+ * State per site: `countdown` (0: disarmed), `repeat`, `injected`. weft__fault_hit decrements the
+ * countdown with a CAS loop so that exactly one call sees it reach zero when several threads race;
+ * with `repeat`, the countdown stays at 1 after firing so every later call fails too.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "../internal/alloc.h"
+#include "../internal/common.h"
+
+static struct {
+	_Atomic long countdown;
+	_Atomic bool repeat;
+	_Atomic long injected;
+} faults[WEFT__FAULT_COUNT];
+
+void weft__fault_arm(enum weft__fault_site site, long countdown, bool repeat)
+{
+	WEFT__ASSERT(site < WEFT__FAULT_COUNT && countdown >= 0);
+	atomic_store(&faults[site].injected, 0);
+	atomic_store(&faults[site].repeat, repeat);
+	atomic_store(&faults[site].countdown, countdown);
+}
+
+long weft__fault_injected(enum weft__fault_site site)
+{
+	WEFT__ASSERT(site < WEFT__FAULT_COUNT);
+	return atomic_load(&faults[site].injected);
+}
+
+bool weft__fault_hit(enum weft__fault_site site)
+{
+	long c = atomic_load_explicit(&faults[site].countdown, memory_order_relaxed);
+	while (c > 0) {
+		bool repeat = atomic_load(&faults[site].repeat);
+		long next = (c == 1 && repeat) ? 1 : c - 1;
+		if (atomic_compare_exchange_weak(&faults[site].countdown, &c, next)) {
+			if (c == 1) {
+				atomic_fetch_add(&faults[site].injected, 1);
+				return true;
+			}
+			return false;
+		}
+	}
+	return false;
+}
+
+void *weft__malloc(size_t n)
+{
+	return weft__fault_hit(WEFT__FAULT_ALLOC) ? NULL : malloc(n);
+}
+
+void *weft__calloc(size_t nmemb, size_t size)
+{
+	return weft__fault_hit(WEFT__FAULT_ALLOC) ? NULL : calloc(nmemb, size);
+}
+
+void *weft__realloc(void *p, size_t n)
+{
+	return weft__fault_hit(WEFT__FAULT_ALLOC) ? NULL : realloc(p, n);
+}
+
+char *weft__strdup(const char *s)
+{
+	return weft__fault_hit(WEFT__FAULT_ALLOC) ? NULL : strdup(s);
+}
+
+int weft__thread_create(pthread_t *ret, const char *name, void *(*fn)(void *), void *arg)
+{
+	if (weft__fault_hit(WEFT__FAULT_THREAD))
+		return -EAGAIN;
+	sigset_t all, old;
+	sigfillset(&all);
+	/* The new thread inherits this mask: weft's threads never run a program's signal handlers. */
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_t t;
+	int r = pthread_create(&t, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r != 0)
+		return -r;
+	if (name) {
+		char shortname[16];
+		strncpy(shortname, name, sizeof(shortname) - 1);
+		shortname[sizeof(shortname) - 1] = '\0';
+		pthread_setname_np(t, shortname); /* best effort: only a label for ps and gdb */
+	}
+	*ret = t;
+	return 0;
+}

@@ -1,0 +1,1 @@
+/* backtrace.c: written in the next step. */

@@ -1,0 +1,1 @@
+/* cpu.c: written in the next step. */

@@ -1,0 +1,1 @@
+/* ewma.c: written in the next step. */

@@ -1,0 +1,1 @@
+/* hist.c: written in the next step. */

@@ -1,0 +1,55 @@
+/* lock.c: rank names and the debug-build lock-order check (internal/lock.h).
+ *
+ * Each thread keeps a small stack of the locks it holds. Acquiring a lock whose rank is not above
+ * the top of the stack is a rank violation: the order could deadlock against a thread that takes
+ * the two the other way. Locks may be released out of order; the release removes the entry. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../internal/lock.h"
+
+static const char *const rank_names[WEFT__RANK_COUNT] = {
+	[WEFT__RANK_NONE] = "none",
+	[WEFT__RANK_METRICS_SERVER] = "metrics_server",
+	[WEFT__RANK_METRICS] = "metrics",
+	[WEFT__RANK_SYMBOLIZER] = "symbolizer",
+	[WEFT__RANK_GLOBAL_INIT] = "global_init",
+};
+
+const char *weft__lock_rank_name(enum weft__lock_rank rank)
+{
+	return rank < WEFT__RANK_COUNT && rank_names[rank] ? rank_names[rank] : "?";
+}
+
+#ifdef WEFT_DEBUG_LOCKS
+#define HELD_MAX 16
+static __thread const weft__mutex *held[HELD_MAX];
+static __thread int nheld;
+
+void weft__lock_acquire_check(const weft__mutex *mu)
+{
+	if (nheld > 0 && held[nheld - 1]->rank >= mu->rank) {
+		fprintf(stderr, "weft: lock rank violation: taking %s (rank %d) while holding %s (rank %d)\n",
+		        weft__lock_rank_name(mu->rank), mu->rank, weft__lock_rank_name(held[nheld - 1]->rank),
+		        held[nheld - 1]->rank);
+		abort();
+	}
+	WEFT__ASSERT(nheld < HELD_MAX);
+	held[nheld++] = mu;
+}
+
+void weft__lock_release_check(const weft__mutex *mu)
+{
+	for (int i = nheld - 1; i >= 0; i--) {
+		if (held[i] == mu) {
+			for (int j = i; j < nheld - 1; j++)
+				held[j] = held[j + 1];
+			nheld--;
+			return;
+		}
+	}
+	fprintf(stderr, "weft: releasing %s, which this thread does not hold\n",
+	        weft__lock_rank_name(mu->rank));
+	abort();
+}
+#endif

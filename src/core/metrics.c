@@ -1,0 +1,1 @@
+/* metrics.c: written in the next step. */

@@ -1,0 +1,32 @@
+/* Internal basics shared by every part: visibility, branch hints, asserts that are never compiled
+ * out, errno-preserving helpers. Never installed. */
+#ifndef WEFT_INTERNAL_COMMON_H
+#define WEFT_INTERNAL_COMMON_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <weft/core.h>
+
+#define weft__likely(x) __builtin_expect(!!(x), 1)
+#define weft__unlikely(x) __builtin_expect(!!(x), 0)
+#define WEFT__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define WEFT__CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define WEFT__MIN(a, b) ((a) < (b) ? (a) : (b))
+#define WEFT__MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Asserts that guard memory safety: never compiled out, whatever NDEBUG says. On failure the
+ * message goes to stderr (the one place the library writes) and the process aborts. */
+_Noreturn void weft__assert_fail(const char *expr, const char *file, int line, const char *func);
+#define WEFT__ASSERT(expr)                                                                          \
+	(weft__likely(expr) ? (void)0 : weft__assert_fail(#expr, __FILE__, __LINE__, __func__))
+
+/* -errno of the last libc call, never 0 (a libc call that failed without setting errno counts
+ * as -EIO). */
+static inline int weft__neg_errno(void)
+{
+	return errno > 0 ? -errno : -EIO;
+}
+
+#endif
