@@ -1,0 +1,24 @@
+# The README's two commands, and a few conveniences. The build itself is meson's (build/).
+.PHONY: all run check bench install clean
+
+all:
+	@scripts/deps build
+	@[ -f build/build.ninja ] || meson setup build
+	ninja -C build
+
+# Build and run `weft tour`, the main job.
+run: all
+	build/tools/weft/weft tour
+
+# Build and run every test suite: default build (and unit tests under valgrind), ASan+UBSan, TSan.
+check:
+	scripts/check
+
+bench: all
+	build/bench/weft-bench
+
+install: all
+	meson install -C build
+
+clean:
+	rm -rf build build-asan build-tsan
