@@ -84,12 +84,14 @@ enum weft_cpu_limit_kind {
  * stands for "/": /proc/self/cgroup, /proc/self/mountinfo and the cgroup mount points are then read
  * under it (fake trees for tests, a container's root seen from outside). The affinity mask is always
  * the calling thread's.
- * Errors: -EINVAL (root is not an absolute path), -ENOMEM, -EIO (a cgroup file that cannot be parsed),
- * -ERANGE (WEFT_CPUS is not a positive number). Missing cgroup files are not errors: no limit. */
+ * Errors: -EINVAL (ret is NULL, or root is not an absolute path), -ENOMEM, -EIO (a cgroup file
+ * that cannot be parsed), -ERANGE (WEFT_CPUS is not a positive decimal number up to 1048576), or
+ * the error of a failed open/read/sched_getaffinity (-EMFILE...). Missing cgroup files are not
+ * errors: no limit. A cgroup limit's source is the path of the file as opened, root included. */
 WEFT_API int weft_cpus_read(weft_cpus **ret, const char *root);
 WEFT_API void weft_cpus_free(weft_cpus *cpus);
 
-/* The integer budget (>= 1) and the fractional capacity (> 0). */
+/* The integer budget (>= 1) and the fractional capacity (> 0); -EINVAL for a NULL cpus. */
 WEFT_API int weft_cpus_count(const weft_cpus *cpus);
 WEFT_API double weft_cpus_capacity(const weft_cpus *cpus);
 
@@ -178,11 +180,20 @@ WEFT_API uint64_t weft_rate_total(const weft_rate *r);
  * label pairs, exported as Prometheus text (format 0.0.4) and as JSON.
  *
  * Names follow Prometheus: [a-zA-Z_:][a-zA-Z0-9_:]*; label names [a-zA-Z_][a-zA-Z0-9_]* and not
- * starting with "__". `labels` is NULL or a NULL-terminated array of name, value, name, value...
- * Series of one name form a family: same type, same help and same label names, else -EINVAL.
- * Registering a series that exists gives -EEXIST. The registry copies every string.
- * Updating a series is lock-free; registering, removing and exporting take the registry's lock.
- * A series handle is valid until weft_metrics_remove or weft_metrics_destroy.
+ * starting with "__"; both at most 255 bytes. `labels` is NULL or a NULL-terminated array of
+ * name, value, name, value... (at most 32 pairs; a name without a value is -EINVAL; label names
+ * are distinct; a histogram may not use "le"). Label values are any text (UTF-8 expected).
+ * `help` may be NULL (no help). Counter names conventionally end in "_total" (not enforced).
+ * Series of one name form a family: same type, same help, the same set of label names (in any
+ * order) and, for histograms, the same export settings, else -EINVAL. Registering a series that
+ * exists (same label values) gives -EEXIST. The registry copies every string. Removing the last
+ * series of a family forgets the family. Errors: -EINVAL (NULL m/name/ret, or as above), -EEXIST,
+ * -ENOSPC (max_series reached), -ENOMEM.
+ * Updating a series is lock-free; registering, removing and exporting take the registry's lock
+ * (registration and removal cost O(series) compares; exports run in registration order of
+ * families, then of series). A series handle is valid until weft_metrics_remove or
+ * weft_metrics_destroy. Update functions given a NULL handle do nothing (readers return 0), so a
+ * failed registration does not crash the code that updates.
  */
 typedef struct weft_metrics weft_metrics;
 typedef struct weft_counter weft_counter;
@@ -193,13 +204,15 @@ typedef struct weft_metrics_opts {
 } weft_metrics_opts;
 
 WEFT_API int weft_metrics_create(weft_metrics **ret, const weft_metrics_opts *opts);
-/* Frees the registry and every series in it. Stop any server on it first. */
+/* Frees the registry and every series in it. Stop any server on it first. Does nothing for NULL
+ * and for the global registry. */
 WEFT_API void weft_metrics_destroy(weft_metrics *m);
 
 /* The process-wide registry that weft's own parts report to; created on first use, never
- * destroyed. -ENOMEM if it cannot be created. */
+ * destroyed. -EINVAL for NULL ret, -ENOMEM if it cannot be created (a later call tries again). */
 WEFT_API int weft_metrics_global(weft_metrics **ret);
 
+/* A counter: a uint64 that only goes up (one relaxed atomic add), wrapping modulo 2^64. */
 WEFT_API int weft_metrics_counter(weft_metrics *m, const char *name, const char *help,
                                   const char *const *labels, weft_counter **ret);
 WEFT_API void weft_counter_add(weft_counter *c, uint64_t n);
@@ -211,15 +224,18 @@ WEFT_API void weft_gauge_set(weft_gauge *g, double v);
 WEFT_API void weft_gauge_add(weft_gauge *g, double delta);
 WEFT_API double weft_gauge_value(const weft_gauge *g);
 
-/* A gauge whose value `fn(arg)` computes at each export. fn runs under the registry's lock: it
- * must not call into this registry. `arg` must stay valid until the gauge is removed. */
+/* A gauge whose value `fn(arg)` computes at each export (and at weft_gauge_value). fn runs under
+ * the registry's lock: it must not call into this registry. `arg` must stay valid until the gauge
+ * is removed. weft_gauge_set and weft_gauge_add do nothing on such a gauge. -EINVAL for NULL fn. */
 WEFT_API int weft_metrics_gauge_fn(weft_metrics *m, const char *name, const char *help,
                                    const char *const *labels, double (*fn)(void *arg), void *arg,
                                    weft_gauge **ret);
 
 /* How a histogram is exported. Recorded values are multiplied by `scale` on export (1e-9 turns ns
  * into the seconds Prometheus expects). Prometheus buckets are cumulative at each power of two
- * from `lo` to `hi` (raw units, rounded out to powers of two), plus +Inf. */
+ * from `lo` to `hi` (raw units, rounded out to powers of two), plus +Inf. The bucket le=2^k*scale
+ * counts exactly the values < 2^k raw units (a value of exactly 2^k lands one bucket up).
+ * -EINVAL for a scale that is negative or not finite, lo < 0, hi < lo or hi > 2^62. */
 typedef struct weft_hist_export {
 	double scale; /* 0: 1e-9 */
 	int64_t lo;   /* 0: 1000 (1 us in ns) */
@@ -233,27 +249,34 @@ WEFT_API int weft_metrics_histogram(weft_metrics *m, const char *name, const cha
                                     weft_hist **ret);
 
 /* Remove a series (a weft_counter, weft_gauge or weft_hist registered in m) and free it.
- * -ENOENT if it is not a series of m. */
+ * -ENOENT if it is not a series of m (any pointer is safe to pass), -EINVAL for NULL. */
 WEFT_API int weft_metrics_remove(weft_metrics *m, const void *series);
 
 /* Number of series registered. */
 WEFT_API size_t weft_metrics_size(weft_metrics *m);
 
 /* Export every series. The text is NUL-terminated, malloc'd; the caller frees it with free().
- * ret_len (may be NULL) receives its length. */
+ * ret_len (may be NULL) receives its length. -EINVAL for NULL m or ret_text, -ENOMEM, -E2BIG
+ * (over 256 MiB). Values print in the shortest form that reads back exactly; Prometheus text
+ * writes NaN/+Inf/-Inf, JSON null. JSON: {"metrics":[{"name","type","help","series":[{"labels":
+ * {...},"value":V}]}]}; a histogram series has count, sum, min, max, p50, p90, p99, p999 (scaled)
+ * instead of value. */
 WEFT_API int weft_metrics_prometheus(weft_metrics *m, char **ret_text, size_t *ret_len);
 WEFT_API int weft_metrics_json(weft_metrics *m, char **ret_text, size_t *ret_len);
 
 /* A small HTTP endpoint for a registry: a thread that answers GET /metrics (Prometheus text) and
  * GET /metrics.json (JSON), 404 elsewhere, 405 for other methods. It serves up to 64 connections at
  * once, each with a 5 s deadline and an 8 KiB request limit.
+ * HEAD works like GET without the body; a query string is ignored; a malformed request gets 400,
+ * one over 8 KiB 431, an export that runs out of memory 500; every response closes its connection.
+ * Clients beyond 64 wait in the listen backlog until a connection ends.
  * `addr` is "HOST:PORT" with a numeric IPv4 host, or "[IPV6]:PORT"; port 0 picks a free port.
- * `m` must outlive the server. Errors: -EINVAL (bad address), errors of socket/bind/listen
- * (-EADDRINUSE...), -ENOMEM, -EAGAIN (no thread). */
+ * `m` must outlive the server. Errors: -EINVAL (NULL argument, bad address), errors of
+ * socket/bind/listen (-EADDRINUSE...), -ENOMEM, -EAGAIN (no thread). */
 typedef struct weft_metrics_server weft_metrics_server;
 
 WEFT_API int weft_metrics_serve(weft_metrics *m, const char *addr, weft_metrics_server **ret);
-/* The port it listens on. */
+/* The port it listens on; -EINVAL for NULL. */
 WEFT_API int weft_metrics_server_port(const weft_metrics_server *s);
 /* Stop serving, join the thread, close every socket. NULL is fine. */
 WEFT_API void weft_metrics_server_stop(weft_metrics_server *s);
@@ -266,28 +289,45 @@ WEFT_API void weft_metrics_server_stop(weft_metrics_server *s);
  */
 #define WEFT_BACKTRACE_MAX 64
 
-/* Load the unwinder now so later captures do not allocate. Idempotent, thread-safe. */
+/* Load the unwinder now so later captures do not allocate. Idempotent, thread-safe. Returns 0. */
 WEFT_API int weft_backtrace_init(void);
 
 /* Capture up to `max` return addresses of the calling thread, skipping the `skip` innermost frames
- * above the caller (0: the first frame is the caller of weft_backtrace). Returns the count. */
+ * above the caller (0: the first frame is the caller of weft_backtrace). Returns the count, or
+ * -EINVAL (frames NULL, max or skip negative). One capture walks at most 256 frames, skipped
+ * ones included: deeper frames are not returned. Takes no lock and does not allocate once
+ * weft_backtrace_init has run (a first capture without it runs it). */
 WEFT_API int weft_backtrace(void **frames, int max, int skip);
 
 typedef struct weft_symbolizer weft_symbolizer;
 
+/* A symbolizer for this process. It uses elfutils' libdw when weft was built with it (names,
+ * file:line) and otherwise reads the modules' ELF symbol tables (names only, static functions
+ * included). The environment variable WEFT_SYMBOLIZER=libdw|elf|auto, read here, overrides the
+ * choice. -ENOMEM; -ENOTSUP for "libdw" in a build without it; -EINVAL for another value;
+ * -errno if libdw was asked for and cannot read /proc/self/maps. */
 WEFT_API int weft_symbolizer_create(weft_symbolizer **ret);
 WEFT_API void weft_symbolizer_destroy(weft_symbolizer *s);
 
-/* Look up `pc`, a return address as weft_backtrace gives it. Any ret_ may be NULL. Strings are
- * valid until the next lookup on `s` or its destruction. ret_func is NULL-free: "??" when unknown;
- * ret_file is NULL and ret_line 0 when there is no debug info. -ENOENT if pc is in no mapped
- * module. */
+/* Look up `pc`, a return address as weft_backtrace gives it: the function and line looked up are
+ * those of pc - 1 (the call). Any ret_ may be NULL. Strings are owned by `s` and valid until its
+ * destruction. ret_func is NULL-free: "??" when unknown; ret_offset is pc minus the function's
+ * start, or, when the function is unknown, pc minus the module's load bias (an address for
+ * addr2line -e module). ret_file is an absolute path where the compilation folder is known, NULL
+ * (and ret_line 0) when there is no debug info; ret_module is the module's file, symbolic links
+ * resolved (the vDSO has a name only). -ENOENT if pc is in no mapped module (a module loaded
+ * after `s` was created is found), -EINVAL if s is NULL, -ENOMEM. Thread-safe: lookups on one
+ * symbolizer are serialised by its lock. The first lookup in a module reads its symbols (and,
+ * with libdw, its debug info: tens of ms for libc's); later ones take about 0.1 us. */
 WEFT_API int weft_symbolizer_lookup(weft_symbolizer *s, const void *pc, const char **ret_func,
                                     uintptr_t *ret_offset, const char **ret_file, int *ret_line,
                                     const char **ret_module);
 
-/* Format frames as text, one per line: "#0  0x...  func+0x1a at file.c:42 (module)". malloc'd,
- * free() it. */
+/* Format frames as text, one per line: "#0  0x...  func+0x1a at file.c:42 (module)", with "??"
+ * for an unknown function, file:line or module, and the module's base name. malloc'd, free() it.
+ * n == 0 gives "". Returns 0, -EINVAL (n negative, frames NULL with n > 0, ret_text NULL), or an
+ * error of weft_symbolizer_create or -ENOMEM. Each call uses a symbolizer of its own: to format
+ * many stacks, keep one symbolizer and look the frames up with it. */
 WEFT_API int weft_backtrace_format(void *const *frames, int n, char **ret_text);
 
 #ifdef __cplusplus

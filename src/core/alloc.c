@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "../internal/alloc.h"
 #include "../internal/common.h"
@@ -70,24 +71,48 @@ char *weft__strdup(const char *s)
 	return weft__fault_hit(WEFT__FAULT_ALLOC) ? NULL : strdup(s);
 }
 
+struct thread_start {
+	void *(*fn)(void *);
+	void *arg;
+	char name[16];
+};
+
+/* The new thread names itself: naming it from the creator races with a thread that has already
+ * exited (its /proc entry is gone), and the name should be there before the first instruction of
+ * fn, for a debugger or `ps -L` that looks early. */
+static void *thread_trampoline(void *p)
+{
+	struct thread_start st = *(struct thread_start *)p;
+	free(p);
+	if (st.name[0])
+		prctl(PR_SET_NAME, st.name, 0, 0, 0);
+	return st.fn(st.arg);
+}
+
 int weft__thread_create(pthread_t *ret, const char *name, void *(*fn)(void *), void *arg)
 {
 	if (weft__fault_hit(WEFT__FAULT_THREAD))
 		return -EAGAIN;
+	struct thread_start *st = weft__malloc(sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->fn = fn;
+	st->arg = arg;
+	st->name[0] = '\0';
+	if (name) {
+		strncpy(st->name, name, sizeof(st->name) - 1); /* at most 15 characters are kept */
+		st->name[sizeof(st->name) - 1] = '\0';
+	}
 	sigset_t all, old;
 	sigfillset(&all);
 	/* The new thread inherits this mask: weft's threads never run a program's signal handlers. */
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pthread_t t;
-	int r = pthread_create(&t, NULL, fn, arg);
+	int r = pthread_create(&t, NULL, thread_trampoline, st);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r != 0)
+	if (r != 0) {
+		free(st);
 		return -r;
-	if (name) {
-		char shortname[16];
-		strncpy(shortname, name, sizeof(shortname) - 1);
-		shortname[sizeof(shortname) - 1] = '\0';
-		pthread_setname_np(t, shortname); /* best effort: only a label for ps and gdb */
 	}
 	*ret = t;
 	return 0;

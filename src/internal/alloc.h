@@ -32,7 +32,8 @@ void *weft__realloc(void *p, size_t n);
 char *weft__strdup(const char *s);
 
 /* pthread_create with fault injection, all signals blocked in the new thread, and a name (at most
- * 15 characters are kept). Returns 0 or -errno (-EAGAIN when threads run out). */
+ * 15 characters are kept), which the thread sets itself before calling fn. Returns 0 or -errno
+ * (-EAGAIN when threads run out, -ENOMEM). */
 int weft__thread_create(pthread_t *ret, const char *name, void *(*fn)(void *), void *arg);
 
 #endif

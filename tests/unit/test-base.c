@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -191,30 +192,39 @@ TEST(fault_injection_counts_down)
 	free(b);
 }
 
+struct thread_check {
+	int ran;
+	char name[16];
+	int term_blocked;
+};
+
 static void *thread_fn(void *arg)
 {
-	*(int *)arg = 7;
+	struct thread_check *c = arg;
+	c->ran = 7;
+	prctl(PR_GET_NAME, c->name, 0, 0, 0);
 	/* weft's threads start with every signal blocked */
 	sigset_t set;
 	pthread_sigmask(SIG_SETMASK, NULL, &set);
-	return (void *)(intptr_t)sigismember(&set, SIGTERM);
+	c->term_blocked = sigismember(&set, SIGTERM);
+	return NULL;
 }
 
 TEST(thread_create_blocks_signals_names_and_faults)
 {
-	int v = 0;
+	struct thread_check c = {0};
 	pthread_t t;
-	ASSERT_OK(weft__thread_create(&t, "weft-test-thread-long-name", thread_fn, &v));
-	char name[32];
-	pthread_getname_np(t, name, sizeof(name));
-	ASSERT_STR_EQ(name, "weft-test-threa");
-	void *blocked;
-	pthread_join(t, &blocked);
-	ASSERT_EQ(v, 7);
-	ASSERT_EQ((intptr_t)blocked, 1);
+	ASSERT_OK(weft__thread_create(&t, "weft-test-thread-long-name", thread_fn, &c));
+	pthread_join(t, NULL);
+	ASSERT_EQ(c.ran, 7);
+	ASSERT_STR_EQ(c.name, "weft-test-threa");
+	ASSERT_EQ(c.term_blocked, 1);
 
 	weft__fault_arm(WEFT__FAULT_THREAD, 1, false);
-	ASSERT_ERR(weft__thread_create(&t, "x", thread_fn, &v), -EAGAIN);
+	ASSERT_ERR(weft__thread_create(&t, "x", thread_fn, &c), -EAGAIN);
+	/* the start record's allocation fails cleanly too */
+	weft__fault_arm(WEFT__FAULT_ALLOC, 1, false);
+	ASSERT_ERR(weft__thread_create(&t, "x", thread_fn, &c), -ENOMEM);
 }
 
 #ifdef WEFT_DEBUG_LOCKS

@@ -35,5 +35,6 @@ extern const struct tour_chapter tour_chapter_metrics;
 /* Tour output helpers: a chapter heading, and an indented line. */
 void tour_heading(const char *title);
 __attribute__((format(printf, 1, 2))) void tour_say(const char *fmt, ...);
+void tour_blank(void);
 
 #endif

@@ -30,6 +30,11 @@ void tour_say(const char *fmt, ...)
 	fflush(stdout);
 }
 
+void tour_blank(void)
+{
+	fputc('\n', stdout);
+}
+
 static void help(void)
 {
 	printf("usage: weft tour [--list] [CHAPTER...]\n\n"

@@ -140,7 +140,7 @@ static char *http_get(int port, const char *path)
 		return NULL;
 	buf[len] = '\0';
 	char *body = strstr(buf, "\r\n\r\n");
-	if (!body || strncmp(buf, "HTTP/1.0 200", 12) != 0 && strncmp(buf, "HTTP/1.1 200", 12) != 0) {
+	if (!body || (strncmp(buf, "HTTP/1.0 200", 12) != 0 && strncmp(buf, "HTTP/1.1 200", 12) != 0)) {
 		free(buf);
 		return NULL;
 	}
@@ -194,7 +194,7 @@ static int run(void)
 	weft_gauge_set(g_clock, clk);
 	weft_gauge_set(g_rec, rec1);
 
-	tour_say("");
+	tour_blank();
 	tour_say("Now a live measurement: 200 sleeps of 1 ms, each recording how late it woke.");
 	for (int i = 0; i < 200; i++) {
 		int64_t deadline = weft_deadline_in(WEFT_MSEC(1));
@@ -213,7 +213,7 @@ static int run(void)
 		goto out;
 	}
 	int port = weft_metrics_server_port(srv);
-	tour_say("");
+	tour_blank();
 	tour_say("The registry is served at http://127.0.0.1:%d/metrics; fetching it as Prometheus would:",
 	         port);
 	int64_t t0 = weft_now();
@@ -234,7 +234,7 @@ static int run(void)
 		}
 	}
 	tour_say("  | ... (%d lines in all)", lines);
-	tour_say("");
+	tour_blank();
 	tour_say("measured: clock read %.1f ns; histogram record %.1f ns alone, %.1f ns with %d threads "
 	         "on one histogram;",
 	         clk, rec1, recn, ncpu);
