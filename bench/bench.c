@@ -140,8 +140,8 @@ static void figure(const char *name, op_fn fn, struct ctx *c, long n, int thread
 	for (int r = 0; r < RUNS; r++)
 		v[r] = time_once(fn, c, n, threads);
 	qsort(v, RUNS, sizeof(v[0]), cmp);
-	printf("name=%s ns_per_op=%.2f min=%.2f max=%.2f runs=%d threads=%d\n", name, v[RUNS / 2], v[0],
-	       v[RUNS - 1], RUNS, threads);
+	printf("name=%s ns_per_op=%.2f min=%.2f max=%.2f runs=%d threads=%d\n", name, v[RUNS / 2],
+	       v[0], v[RUNS - 1], RUNS, threads);
 	fflush(stdout);
 }
 
@@ -153,14 +153,14 @@ struct entry {
 };
 
 static const struct entry entries[] = {
-	{"clock", op_clock, 2000000, 1},
-	{"hist_record", op_hist, 5000000, 1},
-	{"hist_record_2t", op_hist, 2000000, 2},
-	{"counter_add", op_counter, 5000000, 1},
-	{"counter_add_2t", op_counter, 2000000, 2},
-	{"rate_add", op_rate, 5000000, 1},
-	{"backtrace", op_backtrace, 200000, 1},
-	{"export_100", op_export, 200, 1},
+        {"clock", op_clock, 2000000, 1},
+        {"hist_record", op_hist, 5000000, 1},
+        {"hist_record_2t", op_hist, 2000000, 2},
+        {"counter_add", op_counter, 5000000, 1},
+        {"counter_add_2t", op_counter, 2000000, 2},
+        {"rate_add", op_rate, 5000000, 1},
+        {"backtrace", op_backtrace, 200000, 1},
+        {"export_100", op_export, 200, 1},
 };
 
 int main(int argc, char **argv)
@@ -218,7 +218,8 @@ int main(int argc, char **argv)
 		for (int a = 1; a < argc && !want; a++)
 			want = strcmp(entries[i].name, argv[a]) == 0;
 		if (want)
-			figure(entries[i].name, entries[i].fn, &c, entries[i].n, entries[i].threads);
+			figure(entries[i].name, entries[i].fn, &c, entries[i].n,
+			       entries[i].threads);
 	}
 	weft_hist_destroy(c.h);
 	weft_metrics_destroy(c.m);

@@ -32,8 +32,10 @@ int main(int argc, char **argv)
 	if (r < 0)
 		return die("registry", r);
 	if ((r = weft_metrics_counter(m, "jobs_total", "Jobs done.",
-	                              (const char *const[]){"queue", "default", NULL}, &jobs)) < 0 ||
-	    (r = weft_metrics_histogram(m, "job_seconds", "Time per job.", NULL, NULL, &latency)) < 0 ||
+	                              (const char *const[]){"queue", "default", NULL}, &jobs)) <
+	            0 ||
+	    (r = weft_metrics_histogram(m, "job_seconds", "Time per job.", NULL, NULL, &latency)) <
+	            0 ||
 	    (r = weft_metrics_serve(m, addr, &srv)) < 0) {
 		weft_metrics_destroy(m);
 		return die(addr, r);
@@ -48,7 +50,8 @@ int main(int argc, char **argv)
 		weft_hist_record(latency, weft_now() - start);
 		weft_counter_add(jobs, 1);
 	}
-	printf("%llu jobs, p50 %.2f ms, p99 %.2f ms\n", (unsigned long long)weft_counter_value(jobs),
+	printf("%llu jobs, p50 %.2f ms, p99 %.2f ms\n",
+	       (unsigned long long)weft_counter_value(jobs),
 	       weft_hist_percentile(latency, 50) / 1e6, weft_hist_percentile(latency, 99) / 1e6);
 	weft_metrics_server_stop(srv);
 	weft_metrics_destroy(m);

@@ -34,9 +34,9 @@ WEFT_API const char *weft_version(void);
  * Time: int64_t nanoseconds on CLOCK_MONOTONIC, absolute deadlines.
  */
 #define WEFT_FOREVER ((int64_t)-1)
-#define WEFT_USEC(n) ((int64_t)(n) * 1000)
-#define WEFT_MSEC(n) ((int64_t)(n) * 1000000)
-#define WEFT_SEC(n) ((int64_t)(n) * 1000000000)
+#define WEFT_USEC(n) ((int64_t)(n)*1000)
+#define WEFT_MSEC(n) ((int64_t)(n)*1000000)
+#define WEFT_SEC(n) ((int64_t)(n)*1000000000)
 
 /* Now, in ns on CLOCK_MONOTONIC. Never fails. */
 WEFT_API int64_t weft_now(void);
@@ -82,12 +82,12 @@ enum weft_cpu_limit_kind {
 
 /* Read the CPU budget of the calling process. `root` is NULL for the real system, or a folder that
  * stands for "/": /proc/self/cgroup, /proc/self/mountinfo and the cgroup mount points are then read
- * under it (fake trees for tests, a container's root seen from outside). The affinity mask is always
- * the calling thread's.
- * Errors: -EINVAL (ret is NULL, or root is not an absolute path), -ENOMEM, -EIO (a cgroup file
- * that cannot be parsed), -ERANGE (WEFT_CPUS is not a positive decimal number up to 1048576), or
- * the error of a failed open/read/sched_getaffinity (-EMFILE...). Missing cgroup files are not
- * errors: no limit. A cgroup limit's source is the path of the file as opened, root included. */
+ * under it (fake trees for tests, a container's root seen from outside). The affinity mask is
+ * always the calling thread's. Errors: -EINVAL (ret is NULL, or root is not an absolute path),
+ * -ENOMEM, -EIO (a cgroup file that cannot be parsed), -ERANGE (WEFT_CPUS is not a positive decimal
+ * number up to 1048576), or the error of a failed open/read/sched_getaffinity (-EMFILE...). Missing
+ * cgroup files are not errors: no limit. A cgroup limit's source is the path of the file as opened,
+ * root included. */
 WEFT_API int weft_cpus_read(weft_cpus **ret, const char *root);
 WEFT_API void weft_cpus_free(weft_cpus *cpus);
 
@@ -95,10 +95,10 @@ WEFT_API void weft_cpus_free(weft_cpus *cpus);
 WEFT_API int weft_cpus_count(const weft_cpus *cpus);
 WEFT_API double weft_cpus_capacity(const weft_cpus *cpus);
 
-/* The i-th limit found (i from 0): its kind (enum weft_cpu_limit_kind), the CPUs it allows, where it
- * came from (a file path, "sched_getaffinity", or "WEFT_CPUS=..."; valid until weft_cpus_free) and
- * whether it is the one that binds. Any ret_ may be NULL. -ENOENT past the last limit, -EINVAL for a
- * NULL cpus. */
+/* The i-th limit found (i from 0): its kind (enum weft_cpu_limit_kind), the CPUs it allows, where
+ * it came from (a file path, "sched_getaffinity", or "WEFT_CPUS=..."; valid until weft_cpus_free)
+ * and whether it is the one that binds. Any ret_ may be NULL. -ENOENT past the last limit, -EINVAL
+ * for a NULL cpus. */
 WEFT_API int weft_cpus_limit(const weft_cpus *cpus, size_t i, int *ret_kind, double *ret_cpus,
                              const char **ret_source, bool *ret_binding);
 
@@ -110,11 +110,12 @@ WEFT_API const char *weft_cpu_limit_name(int kind);
 WEFT_API int weft_cpu_budget(double *ret_capacity);
 
 /* ------------------------------------------------------------------------------------------------
- * Log-linear histograms of non-negative int64 values (usually ns). Values below 2^WEFT_HIST_SUB_BITS
- * are exact; above, each power of two is split into 2^WEFT_HIST_SUB_BITS equal buckets, so a
- * reported value is within WEFT_HIST_REL_ERROR of the recorded one. Recording is lock-free (a few
- * relaxed atomic adds) and safe from any number of threads; reads taken while others record see
- * each recorded value either whole or not at all per bucket, not a consistent cut.
+ * Log-linear histograms of non-negative int64 values (usually ns). Values below
+ * 2^WEFT_HIST_SUB_BITS are exact; above, each power of two is split into 2^WEFT_HIST_SUB_BITS equal
+ * buckets, so a reported value is within WEFT_HIST_REL_ERROR of the recorded one. Recording is
+ * lock-free (a few relaxed atomic adds) and safe from any number of threads; reads taken while
+ * others record see each recorded value either whole or not at all per bucket, not a consistent
+ * cut.
  */
 #define WEFT_HIST_SUB_BITS 5
 #define WEFT_HIST_REL_ERROR (1.0 / (1 << (WEFT_HIST_SUB_BITS + 1)))
@@ -143,9 +144,9 @@ WEFT_API int64_t weft_hist_percentile(const weft_hist *h, double p);
 WEFT_API uint64_t weft_hist_count_le(const weft_hist *h, int64_t v);
 
 /* ------------------------------------------------------------------------------------------------
- * Exponentially weighted moving averages with irregular ticks. The weight of a sample taken dt after
- * the previous one is 1 - exp(-dt / tau), so the estimate does not depend on how often it is fed.
- * Storage is the caller's (embed it); use only these functions on it.
+ * Exponentially weighted moving averages with irregular ticks. The weight of a sample taken dt
+ * after the previous one is 1 - exp(-dt / tau), so the estimate does not depend on how often it is
+ * fed. Storage is the caller's (embed it); use only these functions on it.
  */
 typedef struct weft_ewma {
 	uint64_t opaque_[4];

@@ -105,7 +105,8 @@ int weft__thread_create(pthread_t *ret, const char *name, void *(*fn)(void *), v
 	}
 	sigset_t all, old;
 	sigfillset(&all);
-	/* The new thread inherits this mask: weft's threads never run a program's signal handlers. */
+	/* The new thread inherits this mask: weft's threads never run a program's signal handlers.
+	 */
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pthread_t t;
 	int r = pthread_create(&t, NULL, thread_trampoline, st);

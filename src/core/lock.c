@@ -9,11 +9,11 @@
 #include "../internal/lock.h"
 
 static const char *const rank_names[WEFT__RANK_COUNT] = {
-	[WEFT__RANK_NONE] = "none",
-	[WEFT__RANK_METRICS_SERVER] = "metrics_server",
-	[WEFT__RANK_METRICS] = "metrics",
-	[WEFT__RANK_SYMBOLIZER] = "symbolizer",
-	[WEFT__RANK_GLOBAL_INIT] = "global_init",
+        [WEFT__RANK_NONE] = "none",
+        [WEFT__RANK_METRICS_SERVER] = "metrics_server",
+        [WEFT__RANK_METRICS] = "metrics",
+        [WEFT__RANK_SYMBOLIZER] = "symbolizer",
+        [WEFT__RANK_GLOBAL_INIT] = "global_init",
 };
 
 const char *weft__lock_rank_name(enum weft__lock_rank rank)
@@ -29,9 +29,11 @@ static __thread int nheld;
 void weft__lock_acquire_check(const weft__mutex *mu)
 {
 	if (nheld > 0 && held[nheld - 1]->rank >= mu->rank) {
-		fprintf(stderr, "weft: lock rank violation: taking %s (rank %d) while holding %s (rank %d)\n",
-		        weft__lock_rank_name(mu->rank), mu->rank, weft__lock_rank_name(held[nheld - 1]->rank),
-		        held[nheld - 1]->rank);
+		fprintf(stderr,
+		        "weft: lock rank violation: taking %s (rank %d) while holding %s (rank "
+		        "%d)\n",
+		        weft__lock_rank_name(mu->rank), mu->rank,
+		        weft__lock_rank_name(held[nheld - 1]->rank), held[nheld - 1]->rank);
 		abort();
 	}
 	WEFT__ASSERT(nheld < HELD_MAX);

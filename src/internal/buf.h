@@ -17,7 +17,10 @@ typedef struct weft__buf {
 	int err; /* 0, or the first error (-ENOMEM, -E2BIG) */
 } weft__buf;
 
-#define WEFT__BUF_INIT {0}
+#define WEFT__BUF_INIT                                                                             \
+	{                                                                                          \
+		0                                                                                  \
+	}
 
 void weft__buf_add(weft__buf *b, const void *p, size_t n);
 void weft__buf_puts(weft__buf *b, const char *s);

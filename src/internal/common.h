@@ -19,7 +19,7 @@
 /* Asserts that guard memory safety: never compiled out, whatever NDEBUG says. On failure the
  * message goes to stderr (the one place the library writes) and the process aborts. */
 _Noreturn void weft__assert_fail(const char *expr, const char *file, int line, const char *func);
-#define WEFT__ASSERT(expr)                                                                          \
+#define WEFT__ASSERT(expr)                                                                         \
 	(weft__likely(expr) ? (void)0 : weft__assert_fail(#expr, __FILE__, __LINE__, __func__))
 
 /* -errno of the last libc call, never 0 (a libc call that failed without setting errno counts

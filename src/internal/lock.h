@@ -29,7 +29,10 @@ typedef struct weft__mutex {
 	enum weft__lock_rank rank;
 } weft__mutex;
 
-#define WEFT__MUTEX_INIT(rank) {PTHREAD_MUTEX_INITIALIZER, (rank)}
+#define WEFT__MUTEX_INIT(rank)                                                                     \
+	{                                                                                          \
+		PTHREAD_MUTEX_INITIALIZER, (rank)                                                  \
+	}
 
 const char *weft__lock_rank_name(enum weft__lock_rank rank);
 

@@ -1,15 +1,15 @@
 /* harness.c: runs each registered case in a forked child and prints TAP.
  *
  * Parent, per case:
- *   make the case's temporary folder name -> fork -> child runs the case -> wait on a pidfd with the
- *   case's deadline -> on timeout SIGKILL the child's process group -> reap -> SIGKILL whatever is
- *   left in the group -> remove the temporary folder -> print "ok" / "not ok".
- * The parent is a child subreaper, so processes a case orphaned are reaped here, not by init.
+ *   make the case's temporary folder name -> fork -> child runs the case -> wait on a pidfd with
+ * the case's deadline -> on timeout SIGKILL the child's process group -> reap -> SIGKILL whatever
+ * is left in the group -> remove the temporary folder -> print "ok" / "not ok". The parent is a
+ * child subreaper, so processes a case orphaned are reaped here, not by init.
  *
  * Child, per case:
  *   own process group -> note open fds and threads -> run the body -> check that no fd, thread or
- *   child process is left -> exit(0) (so sanitizer leak checks run). A failed assert prints to stderr
- *   and _exits 1; SKIP writes its reason to a pipe and _exits 77.
+ *   child process is left -> exit(0) (so sanitizer leak checks run). A failed assert prints to
+ * stderr and _exits 1; SKIP writes its reason to a pipe and _exits 77.
  */
 #define _GNU_SOURCE
 #include "harness.h"
@@ -369,7 +369,8 @@ char *th_http_raw(int port, const char *request, size_t reqlen, double timeout_s
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			break; /* the server may close early, e.g. on a request too large: read its reply */
+			break; /* the server may close early, e.g. on a request too large: read its
+			          reply */
 		off += (size_t)n;
 	}
 	size_t cap = 8192, len = 0;
@@ -411,7 +412,8 @@ char *th_http_raw(int port, const char *request, size_t reqlen, double timeout_s
 int th_http_get(int port, const char *path, double timeout_s, char **ret_body)
 {
 	char req[1024];
-	int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n\r\n", path, port);
+	int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n\r\n", path,
+	                 port);
 	char *resp = th_http_raw(port, req, (size_t)n, timeout_s);
 	if (!resp)
 		return -ECONNREFUSED;
@@ -575,8 +577,8 @@ static bool run_case(int num, const struct th_case *c)
 {
 	bool no_skip = getenv("WEFT_TEST_NO_SKIP") && strcmp(getenv("WEFT_TEST_NO_SKIP"), "0") != 0;
 	const char *tmp = getenv("TMPDIR");
-	snprintf(tmpdir, sizeof(tmpdir), "%s/weft-test-%d-%d", tmp && *tmp ? tmp : "/tmp", (int)getpid(),
-	         num);
+	snprintf(tmpdir, sizeof(tmpdir), "%s/weft-test-%d-%d", tmp && *tmp ? tmp : "/tmp",
+	         (int)getpid(), num);
 	tmpdir_made = false;
 
 	int sp[2];
@@ -620,8 +622,8 @@ static bool run_case(int num, const struct th_case *c)
 		ok = true;
 	} else if (WIFEXITED(st) && WEXITSTATUS(st) == EXIT_SKIP) {
 		if (no_skip) {
-			printf("not ok %d - %s # skipped, and WEFT_TEST_NO_SKIP forbids it: %s\n", num,
-			       c->name, reason);
+			printf("not ok %d - %s # skipped, and WEFT_TEST_NO_SKIP forbids it: %s\n",
+			       num, c->name, reason);
 		} else {
 			printf("ok %d - %s # SKIP %s\n", num, c->name, reason);
 			ok = true;

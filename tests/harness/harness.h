@@ -33,31 +33,31 @@ void th_register(const char *name, th_fn fn, double timeout_s, const char *file,
 #define TH_CAT_(a, b) a##b
 #define TH_CAT(a, b) TH_CAT_(a, b)
 
-#define TEST_TIMEOUT(name, seconds)                                                                 \
-	static void TH_CAT(th_case_, name)(void);                                                   \
-	__attribute__((constructor)) static void TH_CAT(th_reg_, name)(void)                        \
-	{                                                                                           \
-		th_register(#name, TH_CAT(th_case_, name), (seconds), __FILE__, __LINE__);          \
-	}                                                                                           \
+#define TEST_TIMEOUT(name, seconds)                                                                \
+	static void TH_CAT(th_case_, name)(void);                                                  \
+	__attribute__((constructor)) static void TH_CAT(th_reg_, name)(void)                       \
+	{                                                                                          \
+		th_register(#name, TH_CAT(th_case_, name), (seconds), __FILE__, __LINE__);         \
+	}                                                                                          \
 	static void TH_CAT(th_case_, name)(void)
 
 #define TEST(name) TEST_TIMEOUT(name, 10)
 
 /* --- failing and skipping ------------------------------------------------------------------ */
 _Noreturn void th_fail(const char *file, int line, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+        __attribute__((format(printf, 3, 4)));
 _Noreturn void th_skip(const char *reason);
 
 #define FAIL(...) th_fail(__FILE__, __LINE__, __VA_ARGS__)
 #define SKIP(reason) th_skip(reason)
 
 /* Integer comparisons print both operands (as signed and unsigned where they differ). */
-#define TH_CMP(a, op, b)                                                                            \
-	do {                                                                                        \
-		intmax_t th_a_ = (intmax_t)(a), th_b_ = (intmax_t)(b);                              \
-		if (!(th_a_ op th_b_))                                                              \
-			th_fail(__FILE__, __LINE__, "ASSERT(%s %s %s): %jd %s %jd is false", #a,     \
-			        #op, #b, th_a_, #op, th_b_);                                         \
+#define TH_CMP(a, op, b)                                                                           \
+	do {                                                                                       \
+		intmax_t th_a_ = (intmax_t)(a), th_b_ = (intmax_t)(b);                             \
+		if (!(th_a_ op th_b_))                                                             \
+			th_fail(__FILE__, __LINE__, "ASSERT(%s %s %s): %jd %s %jd is false", #a,   \
+			        #op, #b, th_a_, #op, th_b_);                                       \
 	} while (0)
 
 #define ASSERT_EQ(a, b) TH_CMP(a, ==, b)
@@ -67,84 +67,86 @@ _Noreturn void th_skip(const char *reason);
 #define ASSERT_GT(a, b) TH_CMP(a, >, b)
 #define ASSERT_GE(a, b) TH_CMP(a, >=, b)
 
-#define ASSERT_UEQ(a, b)                                                                            \
-	do {                                                                                        \
-		uintmax_t th_a_ = (uintmax_t)(a), th_b_ = (uintmax_t)(b);                           \
-		if (th_a_ != th_b_)                                                                 \
-			th_fail(__FILE__, __LINE__, "ASSERT(%s == %s): %ju != %ju", #a, #b, th_a_,   \
-			        th_b_);                                                              \
+#define ASSERT_UEQ(a, b)                                                                           \
+	do {                                                                                       \
+		uintmax_t th_a_ = (uintmax_t)(a), th_b_ = (uintmax_t)(b);                          \
+		if (th_a_ != th_b_)                                                                \
+			th_fail(__FILE__, __LINE__, "ASSERT(%s == %s): %ju != %ju", #a, #b, th_a_, \
+			        th_b_);                                                            \
 	} while (0)
 
-#define ASSERT_TRUE(x)                                                                              \
-	do {                                                                                        \
-		if (!(x))                                                                           \
-			th_fail(__FILE__, __LINE__, "ASSERT(%s) is false", #x);                      \
+#define ASSERT_TRUE(x)                                                                             \
+	do {                                                                                       \
+		if (!(x))                                                                          \
+			th_fail(__FILE__, __LINE__, "ASSERT(%s) is false", #x);                    \
 	} while (0)
 #define ASSERT_FALSE(x) ASSERT_TRUE(!(x))
 
-#define ASSERT_NULL(p)                                                                              \
-	do {                                                                                        \
-		const void *th_p_ = (p);                                                            \
-		if (th_p_)                                                                          \
-			th_fail(__FILE__, __LINE__, "ASSERT(%s == NULL): %p", #p, th_p_);            \
+#define ASSERT_NULL(p)                                                                             \
+	do {                                                                                       \
+		const void *th_p_ = (p);                                                           \
+		if (th_p_)                                                                         \
+			th_fail(__FILE__, __LINE__, "ASSERT(%s == NULL): %p", #p, th_p_);          \
 	} while (0)
-#define ASSERT_NOT_NULL(p)                                                                          \
-	do {                                                                                        \
-		if (!(p))                                                                           \
-			th_fail(__FILE__, __LINE__, "ASSERT(%s != NULL)", #p);                       \
+#define ASSERT_NOT_NULL(p)                                                                         \
+	do {                                                                                       \
+		if (!(p))                                                                          \
+			th_fail(__FILE__, __LINE__, "ASSERT(%s != NULL)", #p);                     \
 	} while (0)
 
-#define ASSERT_STR_EQ(a, b)                                                                         \
-	do {                                                                                        \
-		const char *th_a_ = (a), *th_b_ = (b);                                              \
-		if (!th_a_ || !th_b_ || strcmp(th_a_, th_b_) != 0)                                  \
-			th_fail(__FILE__, __LINE__, "ASSERT(%s == %s): \"%s\" != \"%s\"", #a, #b,    \
-			        th_a_ ? th_a_ : "(null)", th_b_ ? th_b_ : "(null)");                \
+#define ASSERT_STR_EQ(a, b)                                                                        \
+	do {                                                                                       \
+		const char *th_a_ = (a), *th_b_ = (b);                                             \
+		if (!th_a_ || !th_b_ || strcmp(th_a_, th_b_) != 0)                                 \
+			th_fail(__FILE__, __LINE__, "ASSERT(%s == %s): \"%s\" != \"%s\"", #a, #b,  \
+			        th_a_ ? th_a_ : "(null)", th_b_ ? th_b_ : "(null)");               \
 	} while (0)
 
 /* `hay` contains `needle`. */
-#define ASSERT_CONTAINS(hay, needle)                                                                \
-	do {                                                                                        \
-		const char *th_h_ = (hay), *th_n_ = (needle);                                       \
-		if (!th_h_ || !strstr(th_h_, th_n_))                                                \
-			th_fail(__FILE__, __LINE__, "ASSERT(%s contains \"%s\"); it is:\n%s", #hay,  \
-			        th_n_, th_h_ ? th_h_ : "(null)");                                    \
+#define ASSERT_CONTAINS(hay, needle)                                                               \
+	do {                                                                                       \
+		const char *th_h_ = (hay), *th_n_ = (needle);                                      \
+		if (!th_h_ || !strstr(th_h_, th_n_))                                               \
+			th_fail(__FILE__, __LINE__, "ASSERT(%s contains \"%s\"); it is:\n%s",      \
+			        #hay, th_n_, th_h_ ? th_h_ : "(null)");                            \
 	} while (0)
-#define ASSERT_NOT_CONTAINS(hay, needle)                                                            \
-	do {                                                                                        \
-		const char *th_h_ = (hay), *th_n_ = (needle);                                       \
-		if (th_h_ && strstr(th_h_, th_n_))                                                  \
-			th_fail(__FILE__, __LINE__,                                                  \
-			        "ASSERT(%s does not contain \"%s\"); it is:\n%s", #hay, th_n_, th_h_); \
+#define ASSERT_NOT_CONTAINS(hay, needle)                                                           \
+	do {                                                                                       \
+		const char *th_h_ = (hay), *th_n_ = (needle);                                      \
+		if (th_h_ && strstr(th_h_, th_n_))                                                 \
+			th_fail(__FILE__, __LINE__,                                                \
+			        "ASSERT(%s does not contain \"%s\"); it is:\n%s", #hay, th_n_,     \
+			        th_h_);                                                            \
 	} while (0)
 
 /* |a - b| <= tol. */
-#define ASSERT_NEAR(a, b, tol)                                                                      \
-	do {                                                                                        \
-		double th_a_ = (double)(a), th_b_ = (double)(b), th_t_ = (double)(tol);             \
-		if (!(th_a_ - th_b_ <= th_t_ && th_b_ - th_a_ <= th_t_))                            \
-			th_fail(__FILE__, __LINE__, "ASSERT(|%s - %s| <= %s): |%.9g - %.9g| > %.9g", \
-			        #a, #b, #tol, th_a_, th_b_, th_t_);                                  \
+#define ASSERT_NEAR(a, b, tol)                                                                     \
+	do {                                                                                       \
+		double th_a_ = (double)(a), th_b_ = (double)(b), th_t_ = (double)(tol);            \
+		if (!(th_a_ - th_b_ <= th_t_ && th_b_ - th_a_ <= th_t_))                           \
+			th_fail(__FILE__, __LINE__,                                                \
+			        "ASSERT(|%s - %s| <= %s): |%.9g - %.9g| > %.9g", #a, #b, #tol,     \
+			        th_a_, th_b_, th_t_);                                              \
 	} while (0)
 
 /* A weft call succeeded (>= 0); on failure prints the error's name. Evaluates to the result. */
-#define ASSERT_OK(expr)                                                                             \
-	({                                                                                          \
-		long th_r_ = (long)(expr);                                                          \
-		if (th_r_ < 0)                                                                      \
-			th_fail(__FILE__, __LINE__, "%s failed: %ld (%s: %s)", #expr, th_r_,         \
-			        weft_errname((int)th_r_), weft_strerror((int)th_r_));                \
-		th_r_;                                                                              \
+#define ASSERT_OK(expr)                                                                            \
+	({                                                                                         \
+		long th_r_ = (long)(expr);                                                         \
+		if (th_r_ < 0)                                                                     \
+			th_fail(__FILE__, __LINE__, "%s failed: %ld (%s: %s)", #expr, th_r_,       \
+			        weft_errname((int)th_r_), weft_strerror((int)th_r_));              \
+		th_r_;                                                                             \
 	})
 
 /* A weft call failed with exactly `err` (a negative errno). */
-#define ASSERT_ERR(expr, err)                                                                       \
-	do {                                                                                        \
-		long th_r_ = (long)(expr), th_e_ = (long)(err);                                     \
-		if (th_r_ != th_e_)                                                                 \
-			th_fail(__FILE__, __LINE__, "%s: got %ld (%s), want %ld (%s)", #expr, th_r_, \
-			        th_r_ < 0 ? weft_errname((int)th_r_) : "success", th_e_,             \
-			        weft_errname((int)th_e_));                                           \
+#define ASSERT_ERR(expr, err)                                                                      \
+	do {                                                                                       \
+		long th_r_ = (long)(expr), th_e_ = (long)(err);                                    \
+		if (th_r_ != th_e_)                                                                \
+			th_fail(__FILE__, __LINE__, "%s: got %ld (%s), want %ld (%s)", #expr,      \
+			        th_r_, th_r_ < 0 ? weft_errname((int)th_r_) : "success", th_e_,    \
+			        weft_errname((int)th_e_));                                         \
 	} while (0)
 
 /* --- time ---------------------------------------------------------------------------------- */

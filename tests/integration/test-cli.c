@@ -92,7 +92,8 @@ TEST_TIMEOUT(tour_metrics_chapter_runs_and_measures, 120)
 	ASSERT_CONTAINS(out, "sched_getaffinity");
 	ASSERT_CONTAINS(out, "Chapter 1/1, metrics:");
 	/* it read its own endpoint back: the HELP line and the histogram's count */
-	ASSERT_CONTAINS(out, "# HELP weft_tour_sleep_lateness_seconds How late a 1 ms sleep wakes up.");
+	ASSERT_CONTAINS(out,
+	                "# HELP weft_tour_sleep_lateness_seconds How late a 1 ms sleep wakes up.");
 	ASSERT_CONTAINS(out, "weft_tour_sleeps_total 200");
 	ASSERT_CONTAINS(out, "weft_tour_sleep_lateness_seconds_count 200");
 	ASSERT_CONTAINS(out, "measured: clock read ");

@@ -9,7 +9,7 @@
 #include "cli.h"
 
 static const struct tour_chapter *const chapters[] = {
-	&tour_chapter_metrics,
+        &tour_chapter_metrics,
 };
 #define NCHAPTERS (sizeof(chapters) / sizeof(chapters[0]))
 
@@ -38,7 +38,8 @@ void tour_blank(void)
 static void help(void)
 {
 	printf("usage: weft tour [--list] [CHAPTER...]\n\n"
-	       "Show each of weft's models and alarms live on this machine, one chapter after another;\n"
+	       "Show each of weft's models and alarms live on this machine, one chapter after "
+	       "another;\n"
 	       "each chapter ends with what it measured. With CHAPTER names, run only those.\n\n"
 	       "  --list   list the chapters\n");
 }
@@ -46,9 +47,12 @@ static void help(void)
 static void intro(void)
 {
 	printf("weft %s: a concurrency runtime for C on Linux\n\n", weft_version());
-	printf("Threads, green threads and processes each have a hazard that shows up in production:\n"
-	       "executor queues that grow until memory runs out, green threads frozen by one blocking\n"
-	       "call, workers that crash or hang, deadlocks that leave a process half alive. weft gives\n"
+	printf("Threads, green threads and processes each have a hazard that shows up in "
+	       "production:\n"
+	       "executor queues that grow until memory runs out, green threads frozen by one "
+	       "blocking\n"
+	       "call, workers that crash or hang, deadlocks that leave a process half alive. weft "
+	       "gives\n"
 	       "a C program all three models and the instruments that catch those hazards live.\n");
 }
 
@@ -89,13 +93,14 @@ int cmd_tour(int argc, char **argv)
 			return 0;
 		}
 		if (argv[i][0] == '-')
-			return cli_usage_error("tour", "unknown option '%s' (see `weft tour --help`)", argv[i]);
+			return cli_usage_error(
+			        "tour", "unknown option '%s' (see `weft tour --help`)", argv[i]);
 		size_t k = 0;
 		while (k < NCHAPTERS && strcmp(chapters[k]->name, argv[i]) != 0)
 			k++;
 		if (k == NCHAPTERS)
-			return cli_usage_error("tour", "no chapter named '%s' (see `weft tour --list`)",
-			                       argv[i]);
+			return cli_usage_error(
+			        "tour", "no chapter named '%s' (see `weft tour --list`)", argv[i]);
 		if (nrun < NCHAPTERS)
 			run[nrun++] = chapters[k];
 	}
@@ -116,6 +121,7 @@ int cmd_tour(int argc, char **argv)
 			bad++;
 		}
 	}
-	printf("\nTour done: %zu chapter%s shown, %d went wrong.\n", nrun, nrun == 1 ? "" : "s", bad);
+	printf("\nTour done: %zu chapter%s shown, %d went wrong.\n", nrun, nrun == 1 ? "" : "s",
+	       bad);
 	return bad ? 1 : 0;
 }

@@ -14,8 +14,9 @@ struct command {
 };
 
 static const struct command commands[] = {
-	{"tour", "show each model and each alarm live on this machine", cmd_tour},
-	{"cpus", "the CPU budget: affinity and cgroup quota, and where each limit came from", cmd_cpus},
+        {"tour", "show each model and each alarm live on this machine", cmd_tour},
+        {"cpus", "the CPU budget: affinity and cgroup quota, and where each limit came from",
+         cmd_cpus},
 };
 
 static void usage(FILE *f)
@@ -24,7 +25,8 @@ static void usage(FILE *f)
 	fprintf(f, "usage: weft COMMAND [ARGS...]\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-6s %s\n", commands[i].name, commands[i].summary);
-	fprintf(f, "  %-6s %s\n", "help", "this text, or `weft help COMMAND` for a command's options");
+	fprintf(f, "  %-6s %s\n", "help",
+	        "this text, or `weft help COMMAND` for a command's options");
 	fprintf(f, "\n`weft COMMAND --help` describes a command's options.\n");
 }
 
@@ -73,7 +75,8 @@ int main(int argc, char **argv)
 		if (argc > 2) {
 			const struct command *c = find(argv[2]);
 			if (!c)
-				return cli_usage_error(NULL, "unknown command '%s' (see `weft help`)", argv[2]);
+				return cli_usage_error(
+				        NULL, "unknown command '%s' (see `weft help`)", argv[2]);
 			char *args[] = {argv[2], "--help", NULL};
 			return c->run(2, args);
 		}

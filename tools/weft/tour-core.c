@@ -140,7 +140,8 @@ static char *http_get(int port, const char *path)
 		return NULL;
 	buf[len] = '\0';
 	char *body = strstr(buf, "\r\n\r\n");
-	if (!body || (strncmp(buf, "HTTP/1.0 200", 12) != 0 && strncmp(buf, "HTTP/1.1 200", 12) != 0)) {
+	if (!body ||
+	    (strncmp(buf, "HTTP/1.0 200", 12) != 0 && strncmp(buf, "HTTP/1.1 200", 12) != 0)) {
 		free(buf);
 		return NULL;
 	}
@@ -160,8 +161,10 @@ static int run(void)
 	if (ncpu > 8)
 		ncpu = 8;
 
-	tour_say("Every later chapter measures with these: a monotonic clock, lock-free log-linear");
-	tour_say("histograms (constant %.1f %% relative error), and a metrics registry that Prometheus",
+	tour_say(
+	        "Every later chapter measures with these: a monotonic clock, lock-free log-linear");
+	tour_say("histograms (constant %.1f %% relative error), and a metrics registry that "
+	         "Prometheus",
 	         100 * WEFT_HIST_REL_ERROR);
 	tour_say("scrapes. First, what they cost here.");
 
@@ -180,7 +183,8 @@ static int run(void)
 		r = weft_metrics_histogram(m, "weft_tour_sleep_lateness_seconds",
 		                           "How late a 1 ms sleep wakes up.", NULL, NULL, &late);
 	if (r >= 0)
-		r = weft_metrics_counter(m, "weft_tour_sleeps_total", "Sleeps measured.", NULL, &sleeps);
+		r = weft_metrics_counter(m, "weft_tour_sleeps_total", "Sleeps measured.", NULL,
+		                         &sleeps);
 	if (r >= 0)
 		r = weft_metrics_gauge(m, "weft_tour_op_nanoseconds", "Cost of one operation.",
 		                       (const char *const[]){"op", "clock", NULL}, &g_clock);
@@ -214,7 +218,8 @@ static int run(void)
 	}
 	int port = weft_metrics_server_port(srv);
 	tour_blank();
-	tour_say("The registry is served at http://127.0.0.1:%d/metrics; fetching it as Prometheus would:",
+	tour_say("The registry is served at http://127.0.0.1:%d/metrics; fetching it as Prometheus "
+	         "would:",
 	         port);
 	int64_t t0 = weft_now();
 	text = http_get(port, "/metrics");
@@ -235,10 +240,12 @@ static int run(void)
 	}
 	tour_say("  | ... (%d lines in all)", lines);
 	tour_blank();
-	tour_say("measured: clock read %.1f ns; histogram record %.1f ns alone, %.1f ns with %d threads "
+	tour_say("measured: clock read %.1f ns; histogram record %.1f ns alone, %.1f ns with %d "
+	         "threads "
 	         "on one histogram;",
 	         clk, rec1, recn, ncpu);
-	tour_say("          1 ms sleep late by p50 %.1f us, p99 %.1f us; /metrics answered in %.0f us",
+	tour_say("          1 ms sleep late by p50 %.1f us, p99 %.1f us; /metrics answered in %.0f "
+	         "us",
 	         weft_hist_percentile(late, 50) / 1e3, weft_hist_percentile(late, 99) / 1e3,
 	         took / 1e3);
 	ret = 0;
@@ -250,7 +257,7 @@ out:
 }
 
 const struct tour_chapter tour_chapter_metrics = {
-	"metrics",
-	"the instruments: clock, histograms, metrics over HTTP, and what they cost",
-	run,
+        "metrics",
+        "the instruments: clock, histograms, metrics over HTTP, and what they cost",
+        run,
 };
