@@ -328,9 +328,24 @@ static void *capture_counted(void *arg)
 	return NULL;
 }
 
+/* Under valgrind, its own malloc replaces both this file's interposer and the sanitizer hooks, so
+ * allocations cannot be counted there; the plain, ASan and TSan builds count them. */
+static bool under_valgrind(void)
+{
+	const char *p = getenv("LD_PRELOAD");
+	return p && strstr(p, "vgpreload");
+}
+
 TEST(capture_does_not_allocate_after_init)
 {
 	ASSERT_EQ(weft_backtrace_init(), 0);
+	if (under_valgrind()) {
+		void *f[WEFT_BACKTRACE_MAX];
+		ASSERT_GE(chain_a(f, WEFT_BACKTRACE_MAX, 0), 3);
+		printf("# allocation counting is not possible under valgrind; counted in the other "
+		       "builds\n");
+		return;
+	}
 	/* The counter works: a real allocation is seen (through a volatile pointer, so that the
 	 * compiler cannot drop the pair). */
 	void *(*volatile do_malloc)(size_t) = malloc;

@@ -331,9 +331,9 @@ static weft_metrics *big_registry(size_t *ret_len, char **ret_text)
 	char v[600];
 	const char *l[] = {"i", v, NULL};
 	for (int i = 0; i < 4000; i++) {
-		snprintf(v, sizeof(v), "%d-", i);
-		memset(v + strlen(v), 'x', 500);
-		v[510] = '\0';
+		int n = snprintf(v, sizeof(v), "%d-", i);
+		memset(v + n, 'x', 500);
+		v[n + 500] = '\0';
 		weft_counter *c;
 		ASSERT_OK(weft_metrics_counter(m, "big_total", "", l, &c));
 	}
