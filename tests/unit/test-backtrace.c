@@ -314,6 +314,14 @@ TEST(deep_stack_is_cut_at_the_walk_limit)
 		ASSERT_TRUE(f[i] == f[1]); /* all the same return address inside recurse */
 }
 
+/* Under valgrind, its own malloc replaces both this file's interposer and the sanitizer hooks, so
+ * allocations cannot be counted there; the plain, ASan and TSan builds count them. */
+static bool under_valgrind(void)
+{
+	const char *p = getenv("LD_PRELOAD");
+	return p && strstr(p, "vgpreload");
+}
+
 /* ------------------------------------------------------------------------------------------------
  * No allocation after init
  */
@@ -326,14 +334,6 @@ static void *capture_counted(void *arg)
 		ASSERT_GE(chain_a(f, WEFT_BACKTRACE_MAX, 0), 3);
 	*ret = count_stop();
 	return NULL;
-}
-
-/* Under valgrind, its own malloc replaces both this file's interposer and the sanitizer hooks, so
- * allocations cannot be counted there; the plain, ASan and TSan builds count them. */
-static bool under_valgrind(void)
-{
-	const char *p = getenv("LD_PRELOAD");
-	return p && strstr(p, "vgpreload");
 }
 
 TEST(capture_does_not_allocate_after_init)
@@ -597,6 +597,11 @@ BOTH(library_loaded_after_create_is_found)
 BOTH(vdso_functions_are_named)
 {
 	void *h = dlopen("linux-vdso.so.1", RTLD_NOW | RTLD_NOLOAD);
+	if (!h && under_valgrind()) {
+		/* valgrind maps no vDSO into the programs it runs; the other builds check this */
+		printf("# valgrind maps no vDSO: nothing to symbolize\n");
+		return;
+	}
 	if (!h)
 		SKIP("no vDSO in this process");
 	void *fn = dlsym(h, "__vdso_clock_gettime");
