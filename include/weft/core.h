@@ -226,7 +226,8 @@ WEFT_API void weft_gauge_add(weft_gauge *g, double delta);
 WEFT_API double weft_gauge_value(const weft_gauge *g);
 
 /* A gauge whose value `fn(arg)` computes at each export (and at weft_gauge_value). fn runs under
- * the registry's lock: it must not call into this registry. `arg` must stay valid until the gauge
+ * the registry's lock: it must not call a weft_metrics_* function or weft_gauge_value on a
+ * function gauge of any registry (they take a registry lock). `arg` must stay valid until the gauge
  * is removed. weft_gauge_set and weft_gauge_add do nothing on such a gauge. -EINVAL for NULL fn. */
 WEFT_API int weft_metrics_gauge_fn(weft_metrics *m, const char *name, const char *help,
                                    const char *const *labels, double (*fn)(void *arg), void *arg,

@@ -5,6 +5,7 @@
  * with `repeat`, the countdown stays at 1 after firing so every later call fails too.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -53,22 +54,42 @@ bool weft__fault_hit(enum weft__fault_site site)
 
 void *weft__malloc(size_t n)
 {
-	return weft__fault_hit(WEFT__FAULT_ALLOC) ? NULL : malloc(n);
+	if (weft__fault_hit(WEFT__FAULT_ALLOC))
+		return NULL;
+	int saved = errno; /* weft never sets errno, not even malloc's ENOMEM */
+	void *r = malloc(n);
+	errno = saved;
+	return r;
 }
 
 void *weft__calloc(size_t nmemb, size_t size)
 {
-	return weft__fault_hit(WEFT__FAULT_ALLOC) ? NULL : calloc(nmemb, size);
+	if (weft__fault_hit(WEFT__FAULT_ALLOC))
+		return NULL;
+	int saved = errno; /* weft never sets errno, not even malloc's ENOMEM */
+	void *r = calloc(nmemb, size);
+	errno = saved;
+	return r;
 }
 
 void *weft__realloc(void *p, size_t n)
 {
-	return weft__fault_hit(WEFT__FAULT_ALLOC) ? NULL : realloc(p, n);
+	if (weft__fault_hit(WEFT__FAULT_ALLOC))
+		return NULL;
+	int saved = errno; /* weft never sets errno, not even malloc's ENOMEM */
+	void *r = realloc(p, n);
+	errno = saved;
+	return r;
 }
 
 char *weft__strdup(const char *s)
 {
-	return weft__fault_hit(WEFT__FAULT_ALLOC) ? NULL : strdup(s);
+	if (weft__fault_hit(WEFT__FAULT_ALLOC))
+		return NULL;
+	int saved = errno; /* weft never sets errno, not even malloc's ENOMEM */
+	char *r = strdup(s);
+	errno = saved;
+	return r;
 }
 
 struct thread_start {

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,18 +78,22 @@ WEFT_API int weft_sleep_until(int64_t deadline)
 	return 0;
 }
 
+/* |err| without overflow: INT_MIN has no positive twin and is no errno. */
+static int errno_of(int err)
+{
+	return err == INT_MIN ? 0x7fffffff : err < 0 ? -err : err;
+}
+
 WEFT_API const char *weft_strerror(int err)
 {
-	if (err < 0)
-		err = -err;
+	err = errno_of(err);
 	const char *s = strerrordesc_np(err);
 	return s ? s : "Unknown error";
 }
 
 WEFT_API const char *weft_errname(int err)
 {
-	if (err < 0)
-		err = -err;
+	err = errno_of(err);
 	const char *s = strerrorname_np(err);
 	return s ? s : "EUNKNOWN";
 }

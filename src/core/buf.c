@@ -1,6 +1,7 @@
 /* buf.c: the growable text buffer (internal/buf.h). Capacity doubles; errors are sticky. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../internal/alloc.h"
@@ -90,14 +91,29 @@ void weft__buf_json_str(weft__buf *b, const char *s)
 	weft__buf_putc(b, '"');
 }
 
+void weft__format_double(char out[WEFT__NUM_LEN], double v)
+{
+	int saved = errno; /* strtod sets ERANGE for subnormals */
+	for (int prec = 15; prec <= 17; prec++) {
+		snprintf(out, WEFT__NUM_LEN, "%.*g", prec, v);
+		if (strtod(out, NULL) == v)
+			break;
+	}
+	errno = saved;
+	for (char *p = out; *p; p++)
+		if (!(*p >= '0' && *p <= '9') && *p != '-' && *p != '+' && *p != 'e')
+			*p = '.'; /* the locale's decimal point */
+}
+
 void weft__buf_json_num(weft__buf *b, double v)
 {
-	if (!isfinite(v))
+	if (!isfinite(v)) {
 		weft__buf_puts(b, "null");
-	else if (v == (double)(int64_t)v && fabs(v) < 9e15)
-		weft__buf_printf(b, "%lld", (long long)v);
-	else
-		weft__buf_printf(b, "%.17g", v);
+		return;
+	}
+	char s[WEFT__NUM_LEN];
+	weft__format_double(s, v);
+	weft__buf_puts(b, s);
 }
 
 int weft__buf_finish(weft__buf *b, char **ret_text, size_t *ret_len)

@@ -62,20 +62,6 @@ _Static_assert(sizeof(struct rate) <= sizeof(weft_rate), "struct rate fits in we
 _Static_assert(_Alignof(struct rate) <= _Alignof(weft_rate), "struct rate is aligned by it");
 _Static_assert(_Alignof(weft_ewma) <= 8 && _Alignof(weft_rate) <= 8, "storage alignment <= 8");
 
-static uint64_t dbits(double d)
-{
-	uint64_t u;
-	memcpy(&u, &d, sizeof(u));
-	return u;
-}
-
-static double bitsd(uint64_t u)
-{
-	double d;
-	memcpy(&d, &u, sizeof(d));
-	return d;
-}
-
 /* now - last, 0 if now <= last, saturating at INT64_MAX. */
 static int64_t elapsed(int64_t last, int64_t now)
 {
@@ -101,7 +87,7 @@ WEFT_API int weft_ewma_init(weft_ewma *e, int64_t tau)
 	if (!e || tau <= 0)
 		return -EINVAL;
 	struct ewma *s = (struct ewma *)e;
-	atomic_store_explicit(&s->value, dbits(0), RELAXED);
+	atomic_store_explicit(&s->value, weft__dbits(0), RELAXED);
 	atomic_store_explicit(&s->ready, 0, RELAXED);
 	s->tau = tau;
 	s->last = 0;
@@ -117,15 +103,15 @@ WEFT_API void weft_ewma_update(weft_ewma *e, double sample, int64_t now)
 		return;
 	if (!atomic_load_explicit(&s->ready, RELAXED)) {
 		s->last = now;
-		atomic_store_explicit(&s->value, dbits(sample), RELAXED);
+		atomic_store_explicit(&s->value, weft__dbits(sample), RELAXED);
 		atomic_store_explicit(&s->ready, 1, memory_order_release);
 		return;
 	}
 	int64_t dt = elapsed(s->last, now);
 	if (dt == 0)
 		return; /* alpha = 0: the value stays */
-	double v = fold(bitsd(atomic_load_explicit(&s->value, RELAXED)), sample, dt, s->tau);
-	atomic_store_explicit(&s->value, dbits(v), RELAXED);
+	double v = fold(weft__bitsd(atomic_load_explicit(&s->value, RELAXED)), sample, dt, s->tau);
+	atomic_store_explicit(&s->value, weft__dbits(v), RELAXED);
 	s->last = now;
 }
 
@@ -134,7 +120,7 @@ WEFT_API double weft_ewma_value(const weft_ewma *e)
 	if (!e)
 		return 0;
 	struct ewma *s = (struct ewma *)e;
-	return bitsd(atomic_load_explicit(&s->value, RELAXED));
+	return weft__bitsd(atomic_load_explicit(&s->value, RELAXED));
 }
 
 WEFT_API bool weft_ewma_ready(const weft_ewma *e)
@@ -153,7 +139,7 @@ WEFT_API int weft_rate_init(weft_rate *r, int64_t tau, int64_t now)
 		return -EINVAL;
 	struct rate *s = (struct rate *)r;
 	atomic_store_explicit(&s->events, 0, RELAXED);
-	atomic_store_explicit(&s->value, dbits(0), RELAXED);
+	atomic_store_explicit(&s->value, weft__dbits(0), RELAXED);
 	atomic_store_explicit(&s->ready, 0, RELAXED);
 	s->seen = 0;
 	s->tau = tau;
@@ -176,7 +162,7 @@ WEFT_API double weft_rate_tick(weft_rate *r, int64_t now)
 	struct rate *s = (struct rate *)r;
 	if (s->tau <= 0)
 		return 0;
-	double old = bitsd(atomic_load_explicit(&s->value, RELAXED));
+	double old = weft__bitsd(atomic_load_explicit(&s->value, RELAXED));
 	int64_t dt = elapsed(s->last, now);
 	if (dt == 0)
 		return old; /* the events stay counted for the next tick */
@@ -185,7 +171,7 @@ WEFT_API double weft_rate_tick(weft_rate *r, int64_t now)
 	double v = atomic_load_explicit(&s->ready, RELAXED) ? fold(old, inst, dt, s->tau) : inst;
 	s->seen = total;
 	s->last = now;
-	atomic_store_explicit(&s->value, dbits(v), RELAXED);
+	atomic_store_explicit(&s->value, weft__dbits(v), RELAXED);
 	atomic_store_explicit(&s->ready, 1, memory_order_release);
 	return v;
 }
@@ -195,7 +181,7 @@ WEFT_API double weft_rate_value(const weft_rate *r)
 	if (!r)
 		return 0;
 	struct rate *s = (struct rate *)r;
-	return bitsd(atomic_load_explicit(&s->value, RELAXED));
+	return weft__bitsd(atomic_load_explicit(&s->value, RELAXED));
 }
 
 WEFT_API uint64_t weft_rate_total(const weft_rate *r)

@@ -76,7 +76,7 @@
 #define NAME_MAX_LEN 255 /* metric and label names */
 #define LABELS_MAX 32    /* label pairs per series */
 #define HIST_EDGES_MAX 63
-#define LE_LEN 32 /* a formatted double and its NUL */
+#define LE_LEN WEFT__NUM_LEN /* a formatted double and its NUL */
 
 enum series_kind {
 	KIND_COUNTER = 1,
@@ -331,7 +331,6 @@ static struct family *find_family(weft_metrics *m, const char *name)
 	return NULL;
 }
 
-static void format_double(char out[LE_LEN], double v);
 static double scaled(const struct family *f, double v);
 
 /* A family named `name` with the type and histogram settings of `want`; a histogram family also
@@ -352,7 +351,8 @@ static struct family *new_family(const struct family *want, const char *name, co
 	f->label_names = (const char **)(f + 1);
 	f->le = (char(*)[LE_LEN])((char *)(f + 1) + ptrs);
 	for (size_t i = 0; i < nle; i++)
-		format_double(f->le[i], scaled(f, (double)((int64_t)1 << (f->shift_lo + (int)i))));
+		weft__format_double(f->le[i],
+		                    scaled(f, (double)((int64_t)1 << (f->shift_lo + (int)i))));
 	char *p = (char *)(f + 1) + ptrs + nle * LE_LEN;
 	f->nlabels = nlabels;
 	f->name = strcpy(p, name);
@@ -651,20 +651,6 @@ WEFT_API uint64_t weft_counter_value(const weft_counter *c)
 	return atomic_load_explicit(&c->value, memory_order_relaxed);
 }
 
-static uint64_t d2u(double v)
-{
-	uint64_t u;
-	memcpy(&u, &v, sizeof(u));
-	return u;
-}
-
-static double u2d(uint64_t u)
-{
-	double v;
-	memcpy(&v, &u, sizeof(v));
-	return v;
-}
-
 WEFT_API void weft_gauge_set(weft_gauge *g, double v)
 {
 	if (!g)
@@ -672,7 +658,7 @@ WEFT_API void weft_gauge_set(weft_gauge *g, double v)
 	WEFT__ASSERT(g->s.magic == SERIES_MAGIC);
 	if (g->s.kind != KIND_GAUGE)
 		return; /* a function gauge's value is its function's */
-	atomic_store_explicit(&g->bits, d2u(v), memory_order_relaxed);
+	atomic_store_explicit(&g->bits, weft__dbits(v), memory_order_relaxed);
 }
 
 WEFT_API void weft_gauge_add(weft_gauge *g, double delta)
@@ -683,7 +669,8 @@ WEFT_API void weft_gauge_add(weft_gauge *g, double delta)
 	if (g->s.kind != KIND_GAUGE)
 		return;
 	uint64_t old = atomic_load_explicit(&g->bits, memory_order_relaxed);
-	while (!atomic_compare_exchange_weak_explicit(&g->bits, &old, d2u(u2d(old) + delta),
+	while (!atomic_compare_exchange_weak_explicit(&g->bits, &old,
+	                                              weft__dbits(weft__bitsd(old) + delta),
 	                                              memory_order_relaxed, memory_order_relaxed))
 		;
 }
@@ -693,7 +680,7 @@ static double gauge_read(const weft_gauge *g)
 {
 	if (g->s.kind == KIND_GAUGE_FN)
 		return g->fn(g->arg);
-	return u2d(atomic_load_explicit(&g->bits, memory_order_relaxed));
+	return weft__bitsd(atomic_load_explicit(&g->bits, memory_order_relaxed));
 }
 
 WEFT_API double weft_gauge_value(const weft_gauge *g)
@@ -717,18 +704,6 @@ WEFT_API double weft_gauge_value(const weft_gauge *g)
  * decimal point. A normal double whose shortest form has at most 15 digits prints as that form at
  * "%.15g" (%g drops trailing zeros, and v is far closer to that form than half a unit of its 15th
  * digit); subnormals may print longer than they need, still exact. */
-static void format_double(char out[LE_LEN], double v)
-{
-	for (int prec = 15; prec <= 17; prec++) {
-		snprintf(out, LE_LEN, "%.*g", prec, v);
-		if (strtod(out, NULL) == v)
-			break;
-	}
-	for (char *p = out; *p; p++)
-		if (!is_digit(*p) && *p != '-' && *p != '+' && *p != 'e')
-			*p = '.'; /* the locale's decimal point */
-}
-
 static void put_number(weft__buf *b, double v, bool json)
 {
 	if (isnan(v)) {
@@ -737,7 +712,7 @@ static void put_number(weft__buf *b, double v, bool json)
 		weft__buf_puts(b, json ? "null" : v > 0 ? "+Inf" : "-Inf");
 	} else {
 		char s[LE_LEN];
-		format_double(s, v);
+		weft__format_double(s, v);
 		weft__buf_puts(b, s);
 	}
 }

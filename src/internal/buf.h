@@ -28,7 +28,11 @@ void weft__buf_putc(weft__buf *b, char c);
 __attribute__((format(printf, 2, 3))) void weft__buf_printf(weft__buf *b, const char *fmt, ...);
 /* A JSON string literal, quotes included, with every needed escape. */
 void weft__buf_json_str(weft__buf *b, const char *s);
-/* A JSON number; NaN and infinities become null. */
+/* The shortest text that strtod reads back to the same finite double (at most 17 significant
+ * digits), with '.' as the decimal point whatever the locale. errno is preserved. */
+#define WEFT__NUM_LEN 32
+void weft__format_double(char out[WEFT__NUM_LEN], double v);
+/* A JSON number in that form; NaN and infinities become null. */
 void weft__buf_json_num(weft__buf *b, double v);
 /* Hand the NUL-terminated text to the caller (0), or free it and return the sticky error. */
 int weft__buf_finish(weft__buf *b, char **ret_text, size_t *ret_len);

@@ -22,6 +22,21 @@ _Noreturn void weft__assert_fail(const char *expr, const char *file, int line, c
 #define WEFT__ASSERT(expr)                                                                         \
 	(weft__likely(expr) ? (void)0 : weft__assert_fail(#expr, __FILE__, __LINE__, __func__))
 
+/* A double's bit pattern and back, for doubles kept in _Atomic uint64_t. */
+static inline uint64_t weft__dbits(double d)
+{
+	uint64_t u;
+	__builtin_memcpy(&u, &d, sizeof(u));
+	return u;
+}
+
+static inline double weft__bitsd(uint64_t u)
+{
+	double d;
+	__builtin_memcpy(&d, &u, sizeof(d));
+	return d;
+}
+
 /* -errno of the last libc call, never 0 (a libc call that failed without setting errno counts
  * as -EIO). */
 static inline int weft__neg_errno(void)

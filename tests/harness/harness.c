@@ -271,6 +271,46 @@ int th_stop(pid_t pid, int sig, double timeout_s)
 	return reap(pid, timeout_s);
 }
 
+/* Read fd until EOF, an error or the (scaled) deadline; the NUL-terminated bytes, malloc'd. */
+static char *read_all(int fd, double timeout_s, bool *ret_timed_out)
+{
+	size_t cap = 8192, len = 0;
+	char *out = malloc(cap);
+	if (!out)
+		FAIL("out of memory");
+	double end = now_s() + timeout_s * th_scale();
+	*ret_timed_out = false;
+	for (;;) {
+		int ms = (int)((end - now_s()) * 1000);
+		if (ms <= 0) {
+			*ret_timed_out = true;
+			break;
+		}
+		struct pollfd pfd = {fd, POLLIN, 0};
+		int r = poll(&pfd, 1, ms);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			*ret_timed_out = r == 0;
+			break;
+		}
+		if (cap - len < 4096) {
+			cap *= 2;
+			out = realloc(out, cap);
+			if (!out)
+				FAIL("out of memory");
+		}
+		ssize_t n = read(fd, out + len, cap - len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	out[len] = '\0';
+	return out;
+}
+
 int th_run(char *const argv[], double timeout_s, bool merge, char **ret_out)
 {
 	int p[2];
@@ -292,39 +332,9 @@ int th_run(char *const argv[], double timeout_s, bool merge, char **ret_out)
 		_exit(127);
 	}
 	close(p[1]);
-	size_t cap = 4096, len = 0;
-	char *out = malloc(cap);
-	double end = now_s() + timeout_s * th_scale();
-	bool timed_out = false;
-	for (;;) {
-		int ms = (int)((end - now_s()) * 1000);
-		if (ms <= 0) {
-			timed_out = true;
-			break;
-		}
-		struct pollfd pfd = {p[0], POLLIN, 0};
-		int r = poll(&pfd, 1, ms);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0) {
-			timed_out = r == 0;
-			break;
-		}
-		if (cap - len < 1024) {
-			cap *= 2;
-			out = realloc(out, cap);
-			if (!out)
-				FAIL("out of memory");
-		}
-		ssize_t n = read(p[0], out + len, cap - len - 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
+	bool timed_out;
+	char *out = read_all(p[0], timeout_s, &timed_out);
 	close(p[0]);
-	out[len] = '\0';
 	if (timed_out)
 		kill(pid, SIGKILL);
 	int st = reap(pid, timeout_s);
@@ -333,6 +343,30 @@ int th_run(char *const argv[], double timeout_s, bool merge, char **ret_out)
 	else
 		free(out);
 	return timed_out ? -1 : st;
+}
+
+bool th_have_program(const char *name)
+{
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "command -v '%s' >/dev/null", name);
+	char *const argv[] = {"sh", "-c", cmd, NULL};
+	int st = th_run(argv, 10, false, NULL);
+	return st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+uint64_t th_rng(uint64_t *state)
+{
+	uint64_t x = *state;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*state = x;
+	return x * 0x2545F4914F6CDD1Dull;
+}
+
+double th_rng_unit(uint64_t *state)
+{
+	return (double)(th_rng(state) >> 11) * (1.0 / 9007199254740992.0);
 }
 
 /* --- network ------------------------------------------------------------------------------- */
@@ -373,39 +407,9 @@ char *th_http_raw(int port, const char *request, size_t reqlen, double timeout_s
 			          reply */
 		off += (size_t)n;
 	}
-	size_t cap = 8192, len = 0;
-	char *out = malloc(cap);
-	double end = now_s() + timeout_s * th_scale();
-	while (out) {
-		int ms = (int)((end - now_s()) * 1000);
-		if (ms <= 0)
-			break;
-		struct pollfd pfd = {fd, POLLIN, 0};
-		int r = poll(&pfd, 1, ms);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		if (cap - len < 4096) {
-			char *nb = realloc(out, cap * 2);
-			if (!nb) {
-				free(out);
-				out = NULL;
-				break;
-			}
-			out = nb;
-			cap *= 2;
-		}
-		ssize_t n = recv(fd, out + len, cap - len - 1, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
+	bool timed_out;
+	char *out = read_all(fd, timeout_s, &timed_out);
 	close(fd);
-	if (out)
-		out[len] = '\0';
 	return out;
 }
 
@@ -512,7 +516,9 @@ static _Noreturn void run_child(const struct th_case *c, int skip_w)
 static int wait_child(pid_t pid, double timeout_s, bool *ret_timed_out)
 {
 	double end = now_s() + timeout_s;
-	int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	/* valgrind 3.19 does not know pidfd_open and says so on every call: poll instead there */
+	const char *pre = getenv("LD_PRELOAD");
+	int pfd = pre && strstr(pre, "vgpreload") ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
 	int st;
 	*ret_timed_out = false;
 	for (;;) {

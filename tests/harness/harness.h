@@ -176,6 +176,15 @@ int th_stop(pid_t pid, int sig, double timeout_s);
  * returned malloc'd in *ret_out (may be NULL). Returns the wait status, or -1 on timeout. */
 int th_run(char *const argv[], double timeout_s, bool merge, char **ret_out);
 
+/* True if `name` is a program on PATH. */
+bool th_have_program(const char *name);
+
+/* --- deterministic randomness -------------------------------------------------------------- */
+/* xorshift64*: the same sequence on every run for a given seed (state must not be 0). */
+uint64_t th_rng(uint64_t *state);
+/* Uniform in [0, 1). */
+double th_rng_unit(uint64_t *state);
+
 /* --- network ------------------------------------------------------------------------------- */
 /* A TCP port on 127.0.0.1 that was free a moment ago. */
 int th_free_port(void);

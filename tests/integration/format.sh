@@ -3,6 +3,11 @@
 # Prints TAP: one case per file.
 set -u
 cd "$1" || exit 1
+if ! command -v clang-format >/dev/null 2>&1; then
+	echo "1..1"
+	echo "not ok 1 - clang-format is not installed (scripts/deps check installs it)"
+	exit 1
+fi
 files=$(git ls-files '*.c' '*.h' 2>/dev/null || find include src tools tests bench examples -name '*.[ch]')
 n=0 bad=0
 echo "1..$(echo "$files" | wc -l)"

@@ -14,15 +14,6 @@
 
 static char log_path[600];
 
-static bool have_program(const char *name)
-{
-	char cmd[256];
-	snprintf(cmd, sizeof(cmd), "command -v %s", name);
-	char *const argv[] = {"sh", "-c", cmd, NULL};
-	int st = th_run(argv, 10, false, NULL);
-	return st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
-}
-
 /* Print the end of Prometheus' log to stderr (the test's diagnostics). */
 static void print_log_tail(void)
 {
@@ -83,7 +74,7 @@ static bool query(int port, const char *promql, int64_t deadline, char value[64]
 
 TEST_TIMEOUT(prometheus_scrapes_weft, 90)
 {
-	if (!have_program("prometheus"))
+	if (!th_have_program("prometheus"))
 		SKIP("prometheus not installed (scripts/deps installs it)");
 
 	weft_metrics *m;
@@ -121,12 +112,38 @@ TEST_TIMEOUT(prometheus_scrapes_weft, 90)
 	         "      - targets: ['127.0.0.1:%d']\n",
 	         port);
 	th_write_file(config, yml);
-	int prom_port = th_free_port();
 	snprintf(cfg_arg, sizeof(cfg_arg), "--config.file=%s", config);
 	snprintf(data_arg, sizeof(data_arg), "--storage.tsdb.path=%s", data);
-	snprintf(listen_arg, sizeof(listen_arg), "--web.listen-address=127.0.0.1:%d", prom_port);
-	char *const argv[] = {"prometheus", cfg_arg, data_arg, listen_arg, NULL};
-	pid_t pid = th_spawn(argv, log_path);
+	/* The free port may be taken by another test between th_free_port and Prometheus' bind:
+	 * then Prometheus exits at once, and another port is tried. */
+	int prom_port = 0;
+	pid_t pid = -1;
+	for (int attempt = 0; attempt < 5 && pid < 0; attempt++) {
+		prom_port = th_free_port();
+		snprintf(listen_arg, sizeof(listen_arg), "--web.listen-address=127.0.0.1:%d",
+		         prom_port);
+		char *const argv[] = {"prometheus", cfg_arg, data_arg, listen_arg, NULL};
+		pid = th_spawn(argv, log_path);
+		int64_t ready_by = weft_deadline_in((int64_t)(30 * th_scale() * 1e9));
+		for (;;) {
+			int st;
+			if (waitpid(pid, &st, WNOHANG) == pid) {
+				print_log_tail();
+				pid = -1; /* exited: most likely the port was taken */
+				break;
+			}
+			if (th_http_get(prom_port, "/-/ready", 2, NULL) == 200)
+				break;
+			if (weft_now() > ready_by) {
+				th_stop(pid, SIGKILL, 5);
+				print_log_tail();
+				FAIL("prometheus did not become ready on port %d", prom_port);
+			}
+			th_sleep_ms(100);
+		}
+	}
+	if (pid < 0)
+		FAIL("prometheus could not start (see its log above)");
 
 	int64_t deadline = weft_deadline_in((int64_t)(60 * th_scale() * 1e9));
 	char value[64] = "", *body = NULL;

@@ -110,6 +110,8 @@ TEST(strerror_and_errname)
 	ASSERT_STR_EQ(weft_errname(0), "0");
 	ASSERT_NOT_NULL(weft_strerror(0));
 	ASSERT_NOT_NULL(weft_strerror(INT32_MIN + 1));
+	ASSERT_STR_EQ(weft_strerror(INT32_MIN), "Unknown error");
+	ASSERT_STR_EQ(weft_errname(INT32_MIN), "EUNKNOWN");
 }
 
 TEST(buf_appends_and_escapes)

@@ -12,12 +12,7 @@ static uint64_t rng_state = 0x243F6A8885A308D3ull;
 
 static uint64_t rng(void)
 {
-	uint64_t x = rng_state;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	rng_state = x;
-	return x * 0x2545F4914F6CDD1Dull;
+	return th_rng(&rng_state);
 }
 
 /* A tick spacing in [lo, hi] ns. */

@@ -10,23 +10,18 @@
 #include "internal/common.h"
 #include "internal/hist.h"
 
-/* xorshift64*: a deterministic PRNG so every run sees the same data. */
+/* A deterministic PRNG so every run sees the same data. */
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 
 static uint64_t rng(void)
 {
-	uint64_t x = rng_state;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	rng_state = x;
-	return x * 0x2545F4914F6CDD1Dull;
+	return th_rng(&rng_state);
 }
 
 /* Uniform in [0, 1). */
 static double rng_unit(void)
 {
-	return (double)(rng() >> 11) * (1.0 / 9007199254740992.0);
+	return th_rng_unit(&rng_state);
 }
 
 static int cmp_i64(const void *a, const void *b)

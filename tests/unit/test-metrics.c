@@ -823,18 +823,9 @@ TEST(fault_injection_export)
 
 /* --- promtool -------------------------------------------------------------------------------- */
 
-static bool have_program(const char *name)
-{
-	char cmd[256];
-	snprintf(cmd, sizeof(cmd), "command -v %s", name);
-	char *const argv[] = {"sh", "-c", cmd, NULL};
-	int st = th_run(argv, 10, false, NULL);
-	return st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
-}
-
 TEST_TIMEOUT(promtool_accepts_text, 60)
 {
-	if (!have_program("promtool"))
+	if (!th_have_program("promtool"))
 		SKIP("promtool not installed (scripts/deps installs prometheus)");
 	weft_metrics *m = new_registry(0);
 	weft_counter *c1, *c2;

@@ -24,7 +24,7 @@ void json_num(FILE *f, double v)
 {
 	if (!isfinite(v))
 		fputs("null", f);
-	else if (v == (double)(int64_t)v && fabs(v) < 9e15)
+	else if (fabs(v) < 9e15 && v == (double)(int64_t)v)
 		fprintf(f, "%lld", (long long)v);
 	else
 		fprintf(f, "%.6g", v);
