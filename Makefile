@@ -1,5 +1,5 @@
 # The README's two commands, and a few conveniences. The build itself is meson's (build/).
-.PHONY: all run check bench install clean
+.PHONY: all run check bench bench-pool install clean
 
 all:
 	@scripts/deps build
@@ -17,8 +17,12 @@ check:
 bench: all
 	build/bench/weft-bench
 
+# The pool against its peers (plain C, GLib, Java, Go), side by side; installs the peers first.
+bench-pool:
+	bench/pool/run.sh
+
 install: all
 	meson install -C build
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-release

@@ -3,5 +3,6 @@
 #define WEFT_H
 
 #include <weft/core.h>
+#include <weft/pool.h>
 
 #endif

@@ -10,6 +10,11 @@
 
 static const char *const rank_names[WEFT__RANK_COUNT] = {
         [WEFT__RANK_NONE] = "none",
+        [WEFT__RANK_POOL] = "pool",
+        [WEFT__RANK_POOL_IDLE] = "pool_idle",
+        [WEFT__RANK_POOL_OVERFLOW] = "pool_overflow",
+        [WEFT__RANK_POOL_FUTURES] = "pool_futures",
+        [WEFT__RANK_POOL_VERDICT] = "pool_verdict",
         [WEFT__RANK_METRICS_SERVER] = "metrics_server",
         [WEFT__RANK_METRICS] = "metrics",
         [WEFT__RANK_SYMBOLIZER] = "symbolizer",

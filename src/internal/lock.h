@@ -17,6 +17,11 @@
 
 enum weft__lock_rank {
 	WEFT__RANK_NONE = 0,
+	WEFT__RANK_POOL,           /* a weft_pool's control: threads, bounds, shutdown */
+	WEFT__RANK_POOL_IDLE,      /* a weft_pool's list of parked workers */
+	WEFT__RANK_POOL_OVERFLOW,  /* a weft_pool's overflow queue */
+	WEFT__RANK_POOL_FUTURES,   /* a weft_pool's free list of futures */
+	WEFT__RANK_POOL_VERDICT,   /* a weft_pool's published verdict */
 	WEFT__RANK_METRICS_SERVER, /* weft_metrics_server state */
 	WEFT__RANK_METRICS,        /* a weft_metrics registry: series list; exports run under it */
 	WEFT__RANK_SYMBOLIZER,     /* a weft_symbolizer's module cache */

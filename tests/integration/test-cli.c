@@ -73,6 +73,7 @@ TEST(tour_lists_and_rejects)
 	char *out;
 	ASSERT_EQ(weft(&out, false, "tour", "--list", NULL), 0);
 	ASSERT_CONTAINS(out, "metrics ");
+	ASSERT_CONTAINS(out, "pool ");
 	free(out);
 	ASSERT_EQ(weft(&out, true, "tour", "nosuch", NULL), 2);
 	ASSERT_STR_EQ(out, "weft tour: no chapter named 'nosuch' (see `weft tour --list`)\n");
@@ -97,6 +98,21 @@ TEST_TIMEOUT(tour_metrics_chapter_runs_and_measures, 120)
 	ASSERT_CONTAINS(out, "weft_tour_sleeps_total 200");
 	ASSERT_CONTAINS(out, "weft_tour_sleep_lateness_seconds_count 200");
 	ASSERT_CONTAINS(out, "measured: clock read ");
+	ASSERT_CONTAINS(out, "Tour done: 1 chapter shown, 0 went wrong.");
+	free(out);
+}
+
+TEST_TIMEOUT(tour_pool_chapter_calls_the_runaway_and_fixes_it, 180)
+{
+	char *out;
+	ASSERT_EQ(weft(&out, true, "tour", "pool", NULL), 0);
+	ASSERT_CONTAINS(out, "Chapter 1/1, pool:");
+	ASSERT_CONTAINS(out, "RUNAWAY after ");
+	ASSERT_CONTAINS(out, "the queue grows 0.");
+	/* the article's answer: 2 tasks/s of 1.5 s need 4 threads */
+	ASSERT_CONTAINS(out, "smallest stable pool: 4 threads");
+	ASSERT_CONTAINS(out, "Resizing the pool to ");
+	ASSERT_CONTAINS(out, "shutdown drained cleanly");
 	ASSERT_CONTAINS(out, "Tour done: 1 chapter shown, 0 went wrong.");
 	free(out);
 }

@@ -634,12 +634,12 @@ BOTH(format_shape)
 	ASSERT_EQ(lines, n);
 	ASSERT_TRUE(ends_with(text, "\n"));
 
-	char want[512];
+	char want[4400];
 	snprintf(want, sizeof(want), "#0  0x%" PRIxPTR "  chain_c+0x", (uintptr_t)f[0]);
 	ASSERT_EQ(strncmp(text, want, strlen(want)), 0);
 	const char *eol = strchr(text, '\n');
 	char *first = strndup(text, (size_t)(eol - text));
-	char module[256];
+	char module[4200];
 	snprintf(module, sizeof(module), " (%s)", base_name(exe_path()));
 	ASSERT_TRUE(ends_with(first, module));
 	if (dw) {

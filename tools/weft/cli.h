@@ -10,6 +10,7 @@
 
 /* Subcommands: argv[0] is the subcommand's name. Return the process exit status. */
 int cmd_cpus(int argc, char **argv);
+int cmd_sim(int argc, char **argv);
 int cmd_tour(int argc, char **argv);
 
 /* Print one line "weft CMD: MESSAGE" to stderr; returns 2 (the usage-error exit status). */
@@ -31,6 +32,7 @@ struct tour_chapter {
 
 /* Chapters from each part, in tour order. */
 extern const struct tour_chapter tour_chapter_metrics;
+extern const struct tour_chapter tour_chapter_pool;
 
 /* Tour output helpers: a chapter heading, and an indented line. */
 void tour_heading(const char *title);

@@ -15,6 +15,9 @@ struct command {
 
 static const struct command commands[] = {
         {"tour", "show each model and each alarm live on this machine", cmd_tour},
+        {"sim",
+         "forecast a queue: arrival rate, service time, threads; stable or not, wait, growth",
+         cmd_sim},
         {"cpus", "the CPU budget: affinity and cgroup quota, and where each limit came from",
          cmd_cpus},
 };
