@@ -37,7 +37,11 @@
  * is ROOT + mount point + (path relative to the mount root). A path that is not under a mount's
  * root (a cgroup namespace, or a mount of another subtree) is not visible through that mount: its
  * files belong to other cgroups, so that mount is skipped; among the mounts that do show the path,
- * the one with the shortest root wins (it shows the most ancestors, where container limits sit).
+ * the one with the shortest root wins (it shows the most ancestors, where container limits sit),
+ * and among mounts with equally short roots the first listed wins: mountinfo lists mounts in the
+ * order they were made, so the first is the system's own mount (/sys/fs/cgroup/...), and a later
+ * one with the same root is usually a bind mount of it elsewhere (a chroot's or a container's
+ * rbind of /sys), whose path would be a surprising source to show. Both show the same files.
  * If no mount shows it, that hierarchy gives no limit. A path with "." or ".." components (a
  * process outside its cgroup namespace's root) is likewise not followed.
  *
@@ -482,8 +486,9 @@ static int parse_mountinfo(char *text, const char *v1path, const char *v2path,
 			struct mount_pick *m = is1 ? &m1 : &m2;
 			const char *rel = below(is1 ? v1path : v2path, root);
 			size_t rl = strlen(root);
-			/* Shortest root wins; on a tie the later one (it may cover the earlier). */
-			if (rel && mp[0] == '/' && (!m->mountpoint || rl <= m->rootlen))
+			/* Shortest root wins; on a tie the first listed (the system's own mount; a
+			 * later one with the same root is usually a bind mount of it elsewhere). */
+			if (rel && mp[0] == '/' && (!m->mountpoint || rl < m->rootlen))
 				*m = (struct mount_pick){mp, rel, rl};
 		}
 	}

@@ -1,15 +1,18 @@
 /* test-cpus.c: the CPU budget. Fake cgroup trees (v1, v2, hybrid; quotas at the leaf and at
- * parents; escaped mount points; paths outside a mount's root; missing and garbage files) are
- * built under th_tmpdir() and read with it as the root; the affinity mask is compared with
- * sched_getaffinity and narrowed to one CPU; WEFT_CPUS is tried with good and bad values; every
- * allocation and open is made to fail in turn. As root, with the cgroup v1 cpu controller mounted
- * writable, a real cgroup with a 1.5 CPU quota is made and a child is moved into it. */
+ * parents; escaped mount points; paths outside a mount's root; a hierarchy mounted twice; missing
+ * and garbage files) are built under th_tmpdir() and read with it as the root; the affinity mask
+ * is compared with sched_getaffinity and narrowed to one CPU; WEFT_CPUS is tried with good and
+ * bad values; every allocation and open is made to fail in turn. As root, a real cgroup with a
+ * 1.5 CPU quota is made (cgroup v1's cpu hierarchy, or else cgroup2 with the cpu controller; see
+ * cpus_real_cgroup_quota) and a child is moved into it. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
 #include <sched.h>
 #include <stdarg.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -538,6 +541,69 @@ TEST(cpus_cgroup_path_outside_mount_root)
 	weft_cpus_free(c);
 }
 
+TEST(cpus_same_hierarchy_mounted_twice)
+{
+	no_env();
+	/* A chroot's rbind of /sys lists both hierarchies a second time, with the same root "/"
+	 * (as this project's machines had while a debootstrap'd chroot was set up). The first
+	 * listed is the system's own mount: its path is the source. Real bind mounts show the same
+	 * files; here the two trees differ so the test can tell which one was read. */
+#define BIND "/work/fresh/root"
+	char mi[2048];
+	snprintf(mi, sizeof(mi),
+	         "%s%s%s"
+	         "90 80 0:29 / " BIND V1 " rw,relatime master:7 - cgroup cgroup rw,cpu,cpuacct\n"
+	         "91 80 0:27 / " BIND V2 " rw,relatime master:4 - cgroup2 cgroup2 rw\n",
+	         MI_BASE, MI_V1, MI_V2);
+	write_proc("4:cpu,cpuacct:/a\n0::/b\n", mi);
+	v1_knobs(V1 "/a", "50000\n", "100000\n");
+	v1_knobs(BIND V1 "/a", "40000\n", "100000\n");
+	th_write_file(P(V2 "/b/cpu.max"), "60000 100000\n");
+	th_write_file(P(BIND V2 "/b/cpu.max"), "30000 100000\n");
+	weft_cpus *c = read_ok(th_tmpdir());
+	double cpus;
+	const char *src;
+	ASSERT_TRUE(find(c, WEFT_CPU_LIMIT_CGROUP1, &cpus, &src, NULL));
+	ASSERT_NEAR(cpus, 0.5, 1e-12);
+	ASSERT_STR_EQ(src, P(V1 "/a/cpu.cfs_quota_us"));
+	ASSERT_TRUE(find(c, WEFT_CPU_LIMIT_CGROUP2, &cpus, &src, NULL));
+	ASSERT_NEAR(cpus, 0.6, 1e-12);
+	ASSERT_STR_EQ(src, P(V2 "/b/cpu.max"));
+	weft_cpus_free(c);
+
+	/* Listed the other way round, the other mount is first and is used: the order decides,
+	 * not which path is shorter. */
+	snprintf(mi, sizeof(mi),
+	         "%s"
+	         "90 80 0:29 / " BIND V1 " rw,relatime master:7 - cgroup cgroup rw,cpu,cpuacct\n"
+	         "91 80 0:27 / " BIND V2 " rw,relatime master:4 - cgroup2 cgroup2 rw\n"
+	         "%s%s",
+	         MI_BASE, MI_V1, MI_V2);
+	write_proc("4:cpu,cpuacct:/a\n0::/b\n", mi);
+	c = read_ok(th_tmpdir());
+	ASSERT_TRUE(find(c, WEFT_CPU_LIMIT_CGROUP1, &cpus, &src, NULL));
+	ASSERT_NEAR(cpus, 0.4, 1e-12);
+	ASSERT_STR_EQ(src, P(BIND V1 "/a/cpu.cfs_quota_us"));
+	ASSERT_TRUE(find(c, WEFT_CPU_LIMIT_CGROUP2, &cpus, &src, NULL));
+	ASSERT_NEAR(cpus, 0.3, 1e-12);
+	ASSERT_STR_EQ(src, P(BIND V2 "/b/cpu.max"));
+	weft_cpus_free(c);
+
+	/* A later mount with a shorter root still wins over an earlier one with a longer root. */
+	snprintf(mi, sizeof(mi),
+	         "%s"
+	         "90 80 0:29 /a " BIND V1 " rw,relatime master:7 - cgroup cgroup rw,cpu,cpuacct\n"
+	         "%s",
+	         MI_BASE, MI_V1);
+	write_proc("4:cpu,cpuacct:/a\n", mi);
+	c = read_ok(th_tmpdir());
+	ASSERT_TRUE(find(c, WEFT_CPU_LIMIT_CGROUP1, &cpus, &src, NULL));
+	ASSERT_NEAR(cpus, 0.5, 1e-12);
+	ASSERT_STR_EQ(src, P(V1 "/a/cpu.cfs_quota_us"));
+	weft_cpus_free(c);
+#undef BIND
+}
+
 TEST(cpus_walk_depth_is_capped)
 {
 	no_env();
@@ -855,124 +921,442 @@ TEST_TIMEOUT(cpus_fault_injection_open, 60)
 	ASSERT_LT(n, 1000);
 }
 
-/* --- a real cgroup (root, cgroup v1 cpu controller) --------------------------------------------
- */
+/* --- a real cgroup (root; a writable cgroup v1 cpu hierarchy, or cgroup2 with cpu) ------------
+ *
+ * cpus_real_cgroup_quota makes a real cgroup with a CPU quota, moves a forked child into it (the
+ * child writes its PID to cgroup.procs) and has the child read its budget. It runs the first
+ * variant that the machine allows:
+ *
+ *   v1  the cgroup v1 hierarchy with the cpu controller, mounted read-write with root "/". The
+ *       test cgroup is made in this process's own cgroup there (v1 lets a cgroup hold processes
+ *       and child cgroups at once); cpu.cfs_period_us 100000, cpu.cfs_quota_us 150000.
+ *   v2  the cgroup2 hierarchy, mounted read-write with root "/", whose root offers the cpu
+ *       controller (cgroup.controllers; on a hybrid system cpu is bound to v1 and missing there).
+ *       cgroup2's "no internal processes" rule: a non-root cgroup that holds processes cannot
+ *       give domain controllers to its children. (cpu is also a threaded controller, so "+cpu"
+ *       is accepted there, but it turns the cgroup into a threaded root whose new children are
+ *       "domain invalid" and refuse processes with EOPNOTSUPP; seen on Linux 6.1.) This process
+ *       sits in its own cgroup, so that cgroup always holds a process, and the test cgroup is
+ *       made under the mount root instead (this process's own cgroup when it runs there; the
+ *       true root is exempt from the rule). "+cpu" is written to the root's
+ *       cgroup.subtree_control if it is not there yet, and "-cpu" written back at the end; then
+ *       cpu.max "150000 100000". When the mount root is a cgroup namespace's root (it has a
+ *       cgroup.type file) that holds processes, the variant is not possible here.
+ *
+ * WEFT_TEST_CGROUP=v1 or =v2 runs only that variant (to run the v2 path on purpose, or to see
+ * why it cannot run). When no variant can run: SKIP, naming what is missing for each.
+ *
+ * Sharing. Parallel runs each make their own weft-test-PID cgroup, but cgroup.subtree_control is
+ * shared: each variant runs under an exclusive flock on the hierarchy's mount point (kernfs
+ * folders take flock), so one run cannot disable the cpu controller under another's cgroup.
+ * Under the same lock, weft-test-PID cgroups whose PID is gone (left by a run killed at its
+ * timeout, before its cleanup) are removed.
+ *
+ * Existing limits. When this process is already under a cgroup limit of L <= 1.5 CPUs (a
+ * container), the test quota is L/2 instead of 1.5, so the test cgroup still binds (and v1, which
+ * refuses a child quota above its parent's, takes it). */
 
-/* The mount point of the cgroup v1 hierarchy with the cpu controller, from the real mountinfo;
- * false if there is none. */
-static bool find_v1_cpu_mount(char *buf, size_t size)
+#define REAL_PERIOD 100000
+
+struct real_cg {
+	int version;       /* 1 or 2 */
+	char mp[512];      /* the hierarchy's mount point */
+	char parent[1024]; /* the folder the test cgroup is made in */
+	char dir[1100];    /* the test cgroup: parent/weft-test-PID */
+	long long quota;   /* microseconds per REAL_PERIOD */
+	double aff;        /* the affinity count */
+};
+
+/* Write `s` to an existing file: 0 or -errno. */
+static int put(const char *path, const char *s)
 {
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = write(fd, s, strlen(s));
+	int r = n == (ssize_t)strlen(s) ? 0 : n < 0 ? -errno : -EIO;
+	close(fd);
+	return r;
+}
+
+/* True if the blank-separated list `text` has the word `w` (cgroup.controllers and
+ * cgroup.subtree_control are such lists). */
+static bool has_word(const char *text, const char *w)
+{
+	size_t n = strlen(w);
+	for (const char *p = text; *p;) {
+		p += strspn(p, " \t\n");
+		size_t len = strcspn(p, " \t\n");
+		if (len == n && memcmp(p, w, n) == 0)
+			return true;
+		p += len;
+	}
+	return false;
+}
+
+/* The mount point of the first mount of the hierarchy (v1: fstype cgroup with the cpu controller;
+ * v2: cgroup2) whose root is "/" (it shows every cgroup; the library prefers it too, and keeps the
+ * first of equals); false if there is none, with *ret_other set if the hierarchy is mounted only
+ * with another root (a container's view of its own subtree). *ret_rw: mounted read-write. */
+static bool real_mount(int version, char *buf, size_t size, bool *ret_rw, bool *ret_other)
+{
+	*ret_other = false;
 	char *mi = th_read_file("/proc/self/mountinfo");
 	if (!mi)
 		return false;
 	bool found = false;
-	for (char *line = strtok(mi, "\n"); line && !found; line = strtok(NULL, "\n")) {
-		char mp[512], fstype[64], super[512];
+	for (char *save, *line = strtok_r(mi, "\n", &save); line && !found;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char root[512], mp[512], opts[512], fstype[64], super[512];
 		const char *sep = strstr(line, " - ");
-		if (!sep || sscanf(line, "%*s %*s %*s %*s %511s", mp) != 1 ||
+		if (!sep || sscanf(line, "%*s %*s %*s %511s %511s %511s", root, mp, opts) != 3 ||
 		    sscanf(sep + 3, "%63s %*s %511s", fstype, super) != 2)
 			continue;
-		if (strcmp(fstype, "cgroup") != 0 || strchr(mp, '\\'))
+		if (strchr(mp, '\\'))
 			continue;
-		for (char *save, *o = strtok_r(super, ",", &save); o;
-		     o = strtok_r(NULL, ",", &save))
-			if (strcmp(o, "cpu") == 0)
-				found = true;
-		if (found)
+		bool match = false;
+		if (version == 2) {
+			match = strcmp(fstype, "cgroup2") == 0;
+		} else if (strcmp(fstype, "cgroup") == 0) {
+			for (char *s2, *o = strtok_r(super, ",", &s2); o;
+			     o = strtok_r(NULL, ",", &s2))
+				if (strcmp(o, "cpu") == 0)
+					match = true;
+		}
+		if (match && strcmp(root, "/") != 0)
+			*ret_other = true;
+		else if (match)
+			found = true;
+		if (found) {
 			snprintf(buf, size, "%s", mp);
+			*ret_rw =
+			        strncmp(opts, "rw", 2) == 0 && (opts[2] == ',' || opts[2] == '\0');
+		}
 	}
 	free(mi);
 	return found;
 }
 
-struct real_child {
-	char dir[600];
-	double aff;
-};
-
-static void write_str(const char *path, const char *s)
+/* This process's cgroup in the v1 cpu hierarchy, from /proc/self/cgroup; false if it has none or
+ * it is outside the cgroup namespace (a path with ".."). */
+static bool own_v1_cgroup(char *buf, size_t size)
 {
-	int fd = open(path, O_WRONLY);
-	if (fd < 0)
-		FAIL("open %s: %s", path, strerror(errno));
-	ssize_t n = write(fd, s, strlen(s));
-	int e = errno;
-	close(fd);
-	if (n != (ssize_t)strlen(s))
-		FAIL("write %s to %s: %s", s, path, strerror(e));
-}
-
-static void real_child(void *arg)
-{
-	const struct real_child *rc = arg;
-	char path[700], pid[32];
-	snprintf(path, sizeof(path), "%s/cgroup.procs", rc->dir);
-	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
-	write_str(path, pid);
-	weft_cpus *c = read_ok(NULL);
-	double cpus;
-	const char *src;
-	bool binding;
-	if (!find(c, WEFT_CPU_LIMIT_CGROUP1, &cpus, &src, &binding))
-		FAIL("no cgroup1 limit inside %s", rc->dir);
-	ASSERT_NEAR(cpus, 1.5, 1e-12);
-	snprintf(path, sizeof(path), "%s/cpu.cfs_quota_us", rc->dir);
-	ASSERT_STR_EQ(src, path);
-	ASSERT_NEAR(weft_cpus_capacity(c), rc->aff < 1.5 ? rc->aff : 1.5, 1e-12);
-	ASSERT_EQ(weft_cpus_count(c), 1);
-	ASSERT_EQ(binding, rc->aff > 1.5);
-	weft_cpus_free(c);
-}
-
-TEST_TIMEOUT(cpus_real_cgroup_v1_quota, 30)
-{
-	no_env();
-	if (geteuid() != 0)
-		SKIP("needs root to make a cgroup");
-	char mp[512];
-	if (!find_v1_cpu_mount(mp, sizeof(mp)))
-		SKIP("no cgroup v1 hierarchy with the cpu controller is mounted");
-	/* The new cgroup goes right under the mount point, so this process must be in the
-	 * hierarchy's root cgroup for the child's path to be "/weft-test-PID". */
-	struct real_child rc = {.aff = affinity_count()};
-	char *cg = th_read_file("/proc/self/cgroup"), *own = NULL;
-	for (char *line = strtok(cg, "\n"); line; line = strtok(NULL, "\n")) {
+	char *cg = th_read_file("/proc/self/cgroup");
+	if (!cg)
+		return false;
+	bool found = false;
+	for (char *save, *line = strtok_r(cg, "\n", &save); line && !found;
+	     line = strtok_r(NULL, "\n", &save)) {
 		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
 		if (!c2)
 			continue;
 		*c2 = '\0';
-		for (char *save, *o = strtok_r(c1 + 1, ",", &save); o;
-		     o = strtok_r(NULL, ",", &save))
+		for (char *s2, *o = strtok_r(c1 + 1, ",", &s2); o; o = strtok_r(NULL, ",", &s2))
 			if (strcmp(o, "cpu") == 0)
-				own = c2 + 1;
-		if (own)
-			break;
-	}
-	if (!own || strcmp(own, "/") != 0) {
-		free(cg);
-		SKIP("this process is not in the root cpu cgroup of the mount (a container?)");
+				found = true;
+		if (found)
+			snprintf(buf, size, "%s", c2 + 1);
 	}
 	free(cg);
-	snprintf(rc.dir, sizeof(rc.dir), "%s/weft-test-%d", mp, (int)getpid());
-	if (mkdir(rc.dir, 0755) < 0) {
-		char why[700];
-		snprintf(why, sizeof(why), "cannot make a cgroup in %s: %s", mp, strerror(errno));
-		SKIP(why);
-	}
-	char path[700];
-	snprintf(path, sizeof(path), "%s/cpu.cfs_period_us", rc.dir);
-	write_str(path, "100000");
-	snprintf(path, sizeof(path), "%s/cpu.cfs_quota_us", rc.dir);
-	write_str(path, "150000");
+	return found && buf[0] == '/' && !strstr(buf, "/..");
+}
 
-	pid_t pid = th_spawn_fn(real_child, &rc);
-	int st = th_stop(pid, 0, 20);
-	/* The child has exited and been reaped: the cgroup is empty and can go. */
-	int r = -1;
-	for (int i = 0; i < 200 && (r = rmdir(rc.dir)) < 0 && errno == EBUSY; i++)
-		th_sleep_ms(10);
+/* Remove the weft-test-PID cgroups under `parent` whose PID is gone. Errors are ignored: a
+ * populated folder stays. Called under the hierarchy's lock, so no live run's cgroup can be
+ * mistaken for a stale one, even from another PID namespace. */
+static void sweep_stale(const char *parent)
+{
+	DIR *d = opendir(parent);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		int pid, end = 0;
+		if (sscanf(e->d_name, "weft-test-%d%n", &pid, &end) != 1 ||
+		    e->d_name[end] != '\0' || pid <= 0 || pid == getpid())
+			continue;
+		if (kill(pid, 0) == 0 || errno != ESRCH)
+			continue;
+		char path[1400];
+		snprintf(path, sizeof(path), "%s/%s", parent, e->d_name);
+		if (rmdir(path) == 0)
+			fprintf(stderr, "# removed a stale test cgroup %s\n", path);
+	}
+	closedir(d);
+}
+
+/* The kind of the binding limit, or 0. */
+static int binding_kind(const weft_cpus *c)
+{
+	int kind;
+	bool binding;
+	for (size_t i = 0; weft_cpus_limit(c, i, &kind, NULL, NULL, &binding) == 0; i++)
+		if (binding)
+			return kind;
+	return 0;
+}
+
+/* In the forked child: join the test cgroup, then read the budget. */
+static void real_child(void *arg)
+{
+	const struct real_cg *rc = arg;
+	char path[1200], pid[32];
+	snprintf(path, sizeof(path), "%s/cgroup.procs", rc->dir);
+	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	int r = put(path, pid);
 	if (r < 0)
-		FAIL("rmdir %s: %s", rc.dir, strerror(errno));
+		FAIL("writing %d to %s: %s", (int)getpid(), path, strerror(-r));
+
+	int kind = rc->version == 1 ? WEFT_CPU_LIMIT_CGROUP1 : WEFT_CPU_LIMIT_CGROUP2;
+	double want = (double)rc->quota / REAL_PERIOD;
+	weft_cpus *c = read_ok(NULL);
+	double cpus;
+	const char *src;
+	bool binding;
+	if (!find(c, kind, &cpus, &src, &binding))
+		FAIL("no %s limit inside %s", weft_cpu_limit_name(kind), rc->dir);
+	ASSERT_NEAR(cpus, want, 1e-12);
+	/* The source is the test cgroup's file. Compared as files, not as path text: the same
+	 * hierarchy may be mounted twice (a bind mount), and which path shows is the library's
+	 * business (tested on fake trees above). */
+	snprintf(path, sizeof(path), "%s/%s", rc->dir,
+	         rc->version == 1 ? "cpu.cfs_quota_us" : "cpu.max");
+	struct stat got, exp;
+	if (stat(src, &got) < 0)
+		FAIL("stat %s (the source): %s", src, strerror(errno));
+	if (stat(path, &exp) < 0)
+		FAIL("stat %s: %s", path, strerror(errno));
+	if (got.st_dev != exp.st_dev || got.st_ino != exp.st_ino)
+		FAIL("the source %s is not the file %s", src, path);
+	double cap = want < rc->aff ? want : rc->aff;
+	ASSERT_NEAR(weft_cpus_capacity(c), cap, 1e-12);
+	ASSERT_EQ(weft_cpus_count(c), 1); /* want <= 1.5 */
+	ASSERT_EQ(binding, want < rc->aff);
+	ASSERT_EQ(binding_kind(c), want < rc->aff ? kind : WEFT_CPU_LIMIT_AFFINITY);
+	weft_cpus_free(c);
+}
+
+/* Make the test cgroup in rc->parent, run the child in it, clean up. False (with the reason in
+ * `why`) if the cgroup cannot be made or cannot take processes; whatever was changed is undone
+ * then. Once it is made and usable, a problem is a failure, reported after the cleanup. */
+static bool real_run(struct real_cg *rc, char *why, size_t size)
+{
+	/* The quota: 1.5 CPUs, or half of an existing tighter cgroup limit. */
+	weft_cpus *c0 = read_ok(NULL);
+	double lmin = INFINITY, l;
+	if (find(c0, WEFT_CPU_LIMIT_CGROUP1, &l, NULL, NULL) && l < lmin)
+		lmin = l;
+	if (find(c0, WEFT_CPU_LIMIT_CGROUP2, &l, NULL, NULL) && l < lmin)
+		lmin = l;
+	weft_cpus_free(c0);
+	rc->quota = (long long)((lmin > 1.5 ? 1.5 : lmin / 2) * REAL_PERIOD);
+	if (rc->quota < 1000) { /* the kernel's minimum quota: 1 ms */
+		snprintf(why, size, "an existing cgroup limit of %g CPUs leaves no room", lmin);
+		return false;
+	}
+
+	int lock = open(rc->mp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (lock < 0 || flock(lock, LOCK_EX) < 0) {
+		snprintf(why, size, "cannot lock %s: %s", rc->mp, strerror(errno));
+		if (lock >= 0)
+			close(lock);
+		return false;
+	}
+	sweep_stale(rc->parent);
+
+	char ctl[1200];
+	snprintf(ctl, sizeof(ctl), "%s/cgroup.subtree_control", rc->parent);
+	bool enabled = false;
+	if (rc->version == 2) {
+		char *sc = th_read_file(ctl);
+		bool has = sc && has_word(sc, "cpu");
+		free(sc);
+		if (!has) {
+			int r = put(ctl, "+cpu");
+			if (r < 0) {
+				snprintf(why, size,
+				         "cannot enable cpu: writing +cpu to %.500s: %s%s", ctl,
+				         strerror(-r),
+				         r == -EBUSY ? " (a non-root cgroup that holds processes)"
+				                     : "");
+				close(lock);
+				return false;
+			}
+			enabled = true;
+		}
+	}
+
+	snprintf(rc->dir, sizeof(rc->dir), "%s/weft-test-%d", rc->parent, (int)getpid());
+	int r = mkdir(rc->dir, 0755) < 0 ? -errno : 0;
+	bool made = r == 0;
+	if (r < 0)
+		snprintf(why, size, "cannot make a cgroup in %.500s: %s", rc->parent, strerror(-r));
+	if (made && rc->version == 2) {
+		/* The safety net behind real_v2's check: only a domain cgroup takes processes (a
+		 * "domain invalid" one, the child of a threaded root, refuses: EOPNOTSUPP). */
+		char path[1200];
+		snprintf(path, sizeof(path), "%s/cgroup.type", rc->dir);
+		char *type = th_read_file(path);
+		if (!type || strcmp(type, "domain\n") != 0) {
+			if (type)
+				type[strcspn(type, "\n")] = '\0';
+			snprintf(why, size, "the new cgroup %.500s is of type \"%s\", not domain",
+			         rc->dir, type ? type : "unreadable");
+			r = -EOPNOTSUPP;
+		}
+		free(type);
+	}
+
+	char err[1500] = "";
+	int st = -1;
+	if (made) {
+		char path[1200], val[64];
+		if (r < 0) {
+			/* not usable: only removed again */
+		} else if (rc->version == 1) {
+			snprintf(path, sizeof(path), "%s/cpu.cfs_period_us", rc->dir);
+			snprintf(val, sizeof(val), "%d", REAL_PERIOD);
+			int w = put(path, val);
+			if (w == 0) {
+				snprintf(path, sizeof(path), "%s/cpu.cfs_quota_us", rc->dir);
+				snprintf(val, sizeof(val), "%lld", rc->quota);
+				w = put(path, val);
+			}
+			if (w < 0)
+				snprintf(err, sizeof(err), "writing %s to %s: %s", val, path,
+				         strerror(-w));
+		} else {
+			snprintf(path, sizeof(path), "%s/cpu.max", rc->dir);
+			snprintf(val, sizeof(val), "%lld %d", rc->quota, REAL_PERIOD);
+			int w = put(path, val);
+			if (w < 0)
+				snprintf(err, sizeof(err), "writing %s to %s: %s", val, path,
+				         strerror(-w));
+		}
+		if (r == 0 && !err[0]) {
+			fprintf(stderr, "# cgroup v%d: %s with a quota of %lld/%d\n", rc->version,
+			        rc->dir, rc->quota, REAL_PERIOD);
+			pid_t pid = th_spawn_fn(real_child, rc);
+			st = th_stop(pid, 0, 20);
+		}
+		/* The child has exited and been reaped: the cgroup empties (at once, or a moment
+		 * later) and can go. */
+		int d = -1;
+		for (int i = 0; i < 500 && (d = rmdir(rc->dir)) < 0 && errno == EBUSY; i++)
+			th_sleep_ms(10);
+		if (d < 0 && !err[0])
+			snprintf(err, sizeof(err), "rmdir %s: %s", rc->dir, strerror(errno));
+	}
+	if (enabled) {
+		/* EBUSY: a cgroup made meanwhile by someone else uses cpu; it stays enabled. */
+		int u = put(ctl, "-cpu");
+		if (u == -EBUSY)
+			fprintf(stderr, "# %s: -cpu refused (EBUSY), left enabled\n", ctl);
+		else if (u < 0 && !err[0])
+			snprintf(err, sizeof(err), "writing -cpu back to %s: %s", ctl,
+			         strerror(-u));
+	}
+	close(lock);
+	if (err[0])
+		FAIL("%s", err);
+	if (r < 0)
+		return false;
 	ASSERT_TRUE(WIFEXITED(st));
 	ASSERT_EQ(WEXITSTATUS(st), 0);
+	return true;
+}
+
+static bool real_v1(char *why, size_t size)
+{
+	struct real_cg rc = {.version = 1, .aff = affinity_count()};
+	bool rw, other;
+	char own[512];
+	if (!real_mount(1, rc.mp, sizeof(rc.mp), &rw, &other)) {
+		snprintf(why, size, "no cgroup v1 hierarchy with the cpu controller is mounted%s",
+		         other ? " with root / (only a subtree of it)" : "");
+		return false;
+	}
+	if (!rw) {
+		snprintf(why, size, "the cpu hierarchy at %s is mounted read-only", rc.mp);
+		return false;
+	}
+	if (!own_v1_cgroup(own, sizeof(own))) {
+		snprintf(why, size, "this process has no usable cgroup in the cpu hierarchy");
+		return false;
+	}
+	snprintf(rc.parent, sizeof(rc.parent), "%s%s", rc.mp, strcmp(own, "/") == 0 ? "" : own);
+	return real_run(&rc, why, size);
+}
+
+static bool real_v2(char *why, size_t size)
+{
+	struct real_cg rc = {.version = 2, .aff = affinity_count()};
+	bool rw, other;
+	if (!real_mount(2, rc.mp, sizeof(rc.mp), &rw, &other)) {
+		snprintf(why, size, "no cgroup2 hierarchy is mounted%s",
+		         other ? " with root / (only a subtree of it)" : "");
+		return false;
+	}
+	if (!rw) {
+		snprintf(why, size, "cgroup2 at %s is mounted read-only", rc.mp);
+		return false;
+	}
+	char path[600];
+	snprintf(path, sizeof(path), "%s/cgroup.controllers", rc.mp);
+	char *ctls = th_read_file(path);
+	bool has = ctls && has_word(ctls, "cpu");
+	if (!has) {
+		if (ctls)
+			ctls[strcspn(ctls, "\n")] = '\0';
+		snprintf(why, size,
+		         "cgroup2 at %s does not offer the cpu controller (cgroup.controllers: "
+		         "\"%s\"; on a hybrid system cpu is bound to v1)",
+		         rc.mp, ctls ? ctls : "unreadable");
+		free(ctls);
+		return false;
+	}
+	free(ctls);
+	/* The test cgroup goes under the mount root. The true root (it has no cgroup.type file)
+	 * is exempt from the no-internal-process rule. A cgroup namespace's root is not: if it
+	 * holds processes, "+cpu" there still succeeds (cpu is a threaded controller), but it
+	 * turns the namespace's root into a threaded root whose new children are "domain
+	 * invalid" and take no processes; the test does not convert a container's root. */
+	snprintf(path, sizeof(path), "%s/cgroup.type", rc.mp);
+	if (access(path, F_OK) == 0) {
+		snprintf(path, sizeof(path), "%s/cgroup.procs", rc.mp);
+		char *procs = th_read_file(path);
+		bool busy = !procs || procs[strspn(procs, " \n")] != '\0';
+		free(procs);
+		if (busy) {
+			snprintf(why, size,
+			         "cgroup2 at %s shows a cgroup namespace's root that holds "
+			         "processes (no-internal-process rule: no child of it can have cpu "
+			         "and take processes)",
+			         rc.mp);
+			return false;
+		}
+	}
+	snprintf(rc.parent, sizeof(rc.parent), "%s", rc.mp);
+	return real_run(&rc, why, size);
+}
+
+TEST_TIMEOUT(cpus_real_cgroup_quota, 60)
+{
+	no_env();
+	const char *force = getenv("WEFT_TEST_CGROUP");
+	bool v1 = !force || strcmp(force, "v1") == 0, v2 = !force || strcmp(force, "v2") == 0;
+	if (!v1 && !v2)
+		FAIL("WEFT_TEST_CGROUP=\"%s\": want v1 or v2", force);
+	if (geteuid() != 0)
+		SKIP("not root: making a cgroup needs root");
+	char why1[800] = "not tried (WEFT_TEST_CGROUP=v2)",
+	     why2[800] = "not tried (WEFT_TEST_CGROUP=v1)";
+	if (v1 && real_v1(why1, sizeof(why1)))
+		return;
+	if (v2 && real_v2(why2, sizeof(why2)))
+		return;
+	char why[1700];
+	snprintf(why, sizeof(why), "no writable cgroup with the cpu controller: v1: %s; v2: %s",
+	         why1, why2);
+	SKIP(why);
 }
