@@ -1,0 +1,39 @@
+/* test-examples.c: the programs in examples/ run and do what their head comments say. */
+#include <sys/wait.h>
+
+#include "harness.h"
+
+static int run_example(const char *name, char *a1, char *a2, char **ret_out)
+{
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/examples/%s", th_env_path("WEFT_BUILD_ROOT"), name);
+	char *argv[] = {path, a1, a2, NULL};
+	int st = th_run(argv, 60, true, ret_out);
+	ASSERT_TRUE(st != -1);
+	ASSERT_TRUE(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+TEST_TIMEOUT(pool_verdict_calls_the_runaway_and_resizes, 90)
+{
+	char *out;
+	ASSERT_EQ(run_example("pool-verdict", NULL, NULL, &out), 0);
+	ASSERT_CONTAINS(out, "runaway: rho ");
+	ASSERT_CONTAINS(out, "4 threads would be stable");
+	ASSERT_CONTAINS(out, "4 threads, queue ");
+	ASSERT_CONTAINS(out, "state ok");
+	free(out);
+}
+
+TEST_TIMEOUT(metrics_server_serves_and_reports, 60)
+{
+	char *out;
+	ASSERT_EQ(run_example("metrics-server", "127.0.0.1:0", "1", &out), 0);
+	ASSERT_CONTAINS(out, "serving http://127.0.0.1:0/metrics (port ");
+	ASSERT_CONTAINS(out, " jobs, p50 ");
+	free(out);
+	/* a bad address is one clear line and a failure */
+	ASSERT_EQ(run_example("metrics-server", "not-an-address", "1", &out), 1);
+	ASSERT_CONTAINS(out, "metrics-server: not-an-address: Invalid argument");
+	free(out);
+}
