@@ -9,8 +9,8 @@
 #include "cli.h"
 
 static const struct tour_chapter *const chapters[] = {
-	&tour_chapter_metrics,
-	&tour_chapter_pool,
+        &tour_chapter_metrics,
+        &tour_chapter_pool,
 };
 #define NCHAPTERS (sizeof(chapters) / sizeof(chapters[0]))
 
