@@ -191,8 +191,9 @@ typedef struct weft_pool_verdict {
 	int threads;         /* c: worker threads now */
 	int busy;            /* workers running a task now */
 	double rho;          /* offered load lambda * S / c */
-	double rho_low;      /* lower 95 % confidence bound of rho: Poisson arrival counts and
-	                        the standard error of the mean service time */
+	double rho_low;      /* lower 95 % confidence bound of rho: the arrival count's error
+	                        from its measured dispersion, and the standard error of the mean
+	                        service time */
 	size_t queue_depth;  /* tasks queued now */
 	double min_wait_s;   /* the smallest sampled queue wait over the interval (CoDel) */
 	double stalled_s;    /* how long nothing has completed while work was queued */
@@ -206,8 +207,10 @@ typedef struct weft_pool_verdict {
 	                           queue, else the model's mean wait */
 	double drain_s;         /* depth / (c / S - lambda) when that is positive; INFINITY when
 	                           the queue cannot shrink; 0 when empty */
-	int min_stable_threads; /* the smallest c with rho < 1 at the measured offered load */
-	int threads_for_target; /* the smallest c whose predicted wait meets opts.wait_target */
+	int min_stable_threads; /* the smallest c with rho < 1 at the upper 95 % bound of the
+	                           offered load (stable even if the measurement erred low) */
+	int threads_for_target; /* the smallest c whose predicted wait meets opts.wait_target (at
+	                           the same bound) */
 	bool cpu_bound;         /* service time is mostly CPU (service_cpu / service_time > 0.8) */
 	bool budget_allows;     /* the CPU budget allows threads_for_target (CPU-bound work gets no
 	                           faster past the CPU count) */

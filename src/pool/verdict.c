@@ -26,8 +26,9 @@
  *   ca2 = the index of dispersion of the per-tick arrival counts (variance / mean, counts scaled
  *     to the mean tick length; 1 while fewer than 5 ticks or 20 arrivals);
  *   rho = lambda S / c with c the live threads;
- *   relative standard errors: lambda, Poisson counts: 1 / sqrt(A); S: sqrt(cs2 / n); of rho:
- *     e = sqrt(1 / A + cs2 / n); the one-sided 95 % lower bound, log-normal so it stays positive:
+ *   relative standard errors: lambda: sqrt(F / A), F = max(ca2, 0.1) the index of dispersion of
+ *     the per-tick arrival counts (1 for Poisson); S: sqrt(cs2 / n); of rho:
+ *     e = sqrt(F / A + cs2 / n); the one-sided 95 % lower bound, log-normal so it stays positive:
  *     rho_low = rho exp(-1.645 e);
  *   runaway: rho_low >= 1 for runaway_ticks consecutive ticks, and the measured slope >= 0;
  *   growth_model = lambda - c / S; growth_measured = least-squares slope of depth over time;
@@ -36,11 +37,11 @@
  *   deadlock: a stall where every live worker is inside weft_future_wait on this pool.
  * The forecast comes from weft_queue_forecast_compute (model.c) with lambda, S, c, ca2, cs2,
  * the wait target, the CPU capacity, cpu_fraction = mean CPU time / S, the bound and the depth.
- * The thread recommendations (min_stable_threads, threads_for_target, budget_allows) come from the
- * same call, at the measured (point) offered load: the smallest pool the measurements say is
- * stable. (An earlier version used the upper confidence bound; early in a run, with few samples,
- * that said 5 for the article's 4.) Then:
- *   time_to_full = (capacity - depth) / max(growth_model, growth_measured) while that is > 0,
+ * The thread recommendations (min_stable_threads, threads_for_target, budget_allows) come from a
+ * second call at the upper 95 % bound of the offered load, lambda exp(+1.645 e): a pool resized to
+ * them stays stable even if the measurement erred low. Because e uses the measured dispersion of
+ * the arrival counts (not a Poisson assumption), a regular schedule gives a tight bound early.
+ * Then: time_to_full = (capacity - depth) / max(growth_model, growth_measured) while that is > 0,
  *     capacity = queue_max, or, unbounded, the rings plus memory_budget / 32 bytes per task;
  *   wait_now = depth S / c with a queue, else the model's mean wait (0 if unstable);
  *   drain = depth / (c / S - lambda) when c / S > lambda, else INFINITY (0 when empty).
@@ -70,6 +71,7 @@
 #define MIN_ARRIVALS 100
 #define MIN_TIMED 20
 #define Z95 1.6448536269514722 /* one-sided 95 % quantile of the normal distribution */
+#define MIN_DISPERSION 0.1     /* the least index of dispersion assumed for arrival counts */
 
 struct entry {
 	int64_t t; /* when the tick ran */
@@ -433,9 +435,12 @@ static void compute(weft_pool *p, const struct reading *rd, int64_t now, weft_po
 	v->min_wait_s = in.have_wait ? in.wait_min : 0;
 	v->growth_measured = slope(tk, st.n);
 
+	/* The relative error of lambda: a count of A arrivals has variance F * A, F the index of
+	 * dispersion of the counts (1 for Poisson, near 0 for a regular schedule), floored so that
+	 * a short, regular sample is not taken as exact. */
 	double e = INFINITY;
 	if (st.A >= 1 && st.svc_n >= 1)
-		e = sqrt(1 / st.A + cs2 / st.svc_n);
+		e = sqrt(fmax(ca2, MIN_DISPERSION) / st.A + cs2 / st.svc_n);
 	if (c > 0 && S > 0) {
 		v->rho = lambda * S / c;
 		v->rho_low = isfinite(e) ? v->rho * exp(-Z95 * e) : 0;
@@ -477,6 +482,14 @@ static void compute(weft_pool *p, const struct reading *rd, int64_t now, weft_po
 			v->wait_now_s = rd->depth > 0
 			                        ? rd->depth * S / c
 			                        : (stable && isfinite(fc.wait_s) ? fc.wait_s : 0);
+		}
+		/* The recommendations, at the upper bound of the offered load: the measured load of
+		 * the article's case sits on the edge between 3 and 4 threads (a = 3), where a
+		 * point estimate a hair low would recommend an unstable pool. */
+		weft_queue_model hi = m;
+		if (isfinite(e))
+			hi.arrival_rate = lambda * exp(Z95 * e);
+		if (weft_queue_forecast_compute(&hi, &fc) == 0) {
 			v->min_stable_threads = fc.min_stable_threads;
 			v->threads_for_target = fc.threads_for_target;
 			v->budget_allows = fc.budget_allows;

@@ -241,6 +241,7 @@ TEST_TIMEOUT(stable_load, 30)
 	ASSERT_FALSE(v.standing_queue);
 	ASSERT_D(v.min_wait_s, <, 0.01);
 	ASSERT_D(v.growth_model, <, 0);
+	/* a = lambda * S is about 1 here; at its upper bound the smallest stable pool is 2 */
 	ASSERT_GE(v.min_stable_threads, 2);
 	ASSERT_LE(v.min_stable_threads, 3);
 	ASSERT_TRUE(isinf(v.time_to_full_s) || v.time_to_full_s > 1e5);
