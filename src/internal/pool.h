@@ -33,6 +33,15 @@
  * comes), else SPIN_SHORT. An idle pool parks every worker after SPIN_SHORT. */
 #define WEFT__POOL_SPIN_SHORT WEFT_USEC(25)
 #define WEFT__POOL_SPIN_LONG WEFT_USEC(300)
+/* A spinner that finds a gap longer than SPIN_PREEMPTED between two of its clock reads was
+ * off the CPU (the CPUs are oversubscribed): nobody spins for SPIN_BACKOFF_MIN, doubling up to
+ * SPIN_BACKOFF_MAX while such finds come within four back-offs of each other. A
+ * submitter that relies on a spinner whose last look is older than SPIN_STALE before its
+ * submit wakes a parked worker anyway. */
+#define WEFT__POOL_SPIN_PREEMPTED WEFT_USEC(200)
+#define WEFT__POOL_SPIN_BACKOFF_MIN WEFT_MSEC(10)
+#define WEFT__POOL_SPIN_BACKOFF_MAX WEFT_SEC(2)
+#define WEFT__POOL_SPIN_STALE WEFT_USEC(50)
 /* Tasks a worker keeps aside from a batch pop while its tasks are tiny (see find_task). */
 #define WEFT__POOL_STASH 15
 
@@ -284,6 +293,14 @@ struct weft_pool {
 	_Atomic int tiny;        /* the workers' tasks are tiny: wake lazily (pool.c) */
 	_Atomic int64_t spin_ns; /* how long an idle worker spins before it parks (the tick) */
 	_Atomic int cancel_all;  /* shutdown CANCEL: popped tasks are cancelled, not run */
+
+	/* The spinner's state (pool.c, "The spin"): spin_beat is written by the spinner every few
+	 * looks and read by submitters that rely on it; spin_off_until and spin_backoff are
+	 * written when a spinner finds it was preempted. */
+	_Alignas(64) _Atomic int64_t spin_beat; /* weft_now() at the spinner's latest look */
+	_Atomic int64_t spin_off_until;         /* no spinning before this time (weft_now) */
+	_Atomic int64_t spin_backoff;           /* the latest back-off */
+	_Atomic int64_t spin_preempted_at;      /* when a spinner last found it was preempted */
 
 	/* Written on every park and wake. */
 	_Alignas(64) _Atomic int nparked;  /* workers on the idle list */
