@@ -434,6 +434,23 @@ int th_http_get(int port, const char *path, double timeout_s, char **ret_body)
 	return status;
 }
 
+/* --- metrics ------------------------------------------------------------------------------ */
+
+char *th_wait_for_metrics(weft_metrics *m, const char *needle, double timeout_s)
+{
+	double end = now_s() + timeout_s * th_scale();
+	for (;;) {
+		char *text;
+		ASSERT_OK(weft_metrics_prometheus(m, &text, NULL));
+		if (strstr(text, needle))
+			return text;
+		if (now_s() > end)
+			FAIL("the metrics never showed \"%s\"; they are:\n%s", needle, text);
+		free(text);
+		th_sleep_ms(10);
+	}
+}
+
 /* --- leak checks (in the child) ------------------------------------------------------------ */
 
 static void list_fds(bool fds[MAX_FDS])

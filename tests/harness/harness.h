@@ -194,6 +194,11 @@ int th_http_get(int port, const char *path, double timeout_s, char **ret_body);
 /* Send raw bytes and read the reply until the peer closes; returns the reply (malloc'd) or NULL. */
 char *th_http_raw(int port, const char *request, size_t len, double timeout_s);
 
+/* --- metrics ------------------------------------------------------------------------------ */
+/* Export m as Prometheus text until it contains `needle`, at most `timeout_s` (scaled) seconds;
+ * returns the text (free it). Fails the case, printing the last text, if it never does. */
+char *th_wait_for_metrics(weft_metrics *m, const char *needle, double timeout_s);
+
 /* --- where the build put things ------------------------------------------------------------ */
 /* Path of a build artefact from the environment variable `var` (set by meson), or fail. */
 const char *th_env_path(const char *var);

@@ -54,26 +54,6 @@ static int threads_of(weft_pool *p)
 			FAIL("timed out waiting for %s", #cond);                                   \
 	} while (0)
 
-/* Poll the registry's Prometheus text until it contains `needle` (scaled ms), and return it
- * (free it). */
-static char *wait_for_text(weft_metrics *m, const char *needle, long ms)
-{
-	int64_t end = weft_now() + (int64_t)(ms * th_scale()) * 1000000;
-	for (;;) {
-		char *text;
-		ASSERT_OK(weft_metrics_prometheus(m, &text, NULL));
-		if (strstr(text, needle))
-			return text;
-		if (weft_now() > end) {
-			ASSERT_CONTAINS(text, needle);
-			free(text);
-			return NULL;
-		}
-		free(text);
-		th_sleep_ms(5);
-	}
-}
-
 static _Atomic long ran;
 
 static void *count_task(void *arg)
@@ -491,7 +471,7 @@ TEST(full_fail)
 	gate_open(1);
 	WAIT_FOR(atomic_load(&ran) == 4, 5000);
 	/* The rejections are counted as offered and rejected. */
-	char *text = wait_for_text(m, "weft_pool_tasks_rejected_total{pool=\"t\"} 4", 3000);
+	char *text = th_wait_for_metrics(m, "weft_pool_tasks_rejected_total{pool=\"t\"} 4", 3);
 	ASSERT_CONTAINS(text, "weft_pool_tasks_submitted_total{pool=\"t\"} 10");
 	free(text);
 	weft_pool_destroy(p);
@@ -556,7 +536,7 @@ TEST(full_drop_oldest)
 	weft_future_release(b);
 	weft_future_release(c);
 	weft_future_release(d);
-	free(wait_for_text(m, "weft_pool_tasks_cancelled_total{pool=\"t\"} 2", 3000));
+	free(th_wait_for_metrics(m, "weft_pool_tasks_cancelled_total{pool=\"t\"} 2", 3));
 	weft_pool_destroy(p);
 	weft_metrics_destroy(m);
 }

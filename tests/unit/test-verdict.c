@@ -417,24 +417,6 @@ TEST_TIMEOUT(deadlock, 30)
 
 /* ---- metrics -------------------------------------------------------------------------------- */
 
-static char *wait_for_text(weft_metrics *m, const char *needle, double s)
-{
-	int64_t end = weft_now() + (int64_t)(s * th_scale() * 1e9);
-	for (;;) {
-		char *text;
-		ASSERT_OK(weft_metrics_prometheus(m, &text, NULL));
-		if (strstr(text, needle))
-			return text;
-		if (weft_now() > end) {
-			ASSERT_CONTAINS(text, needle);
-			free(text);
-			return NULL;
-		}
-		free(text);
-		th_sleep_ms(10);
-	}
-}
-
 TEST_TIMEOUT(metrics_exported, 30)
 {
 	weft_metrics *m = registry();
@@ -444,7 +426,8 @@ TEST_TIMEOUT(metrics_exported, 30)
 	weft_pool *p = pool_with(m, "exp", 2, &s, &o);
 	for (int i = 0; i < 100; i++)
 		ASSERT_OK(weft_pool_submit(p, sleep_task, (void *)(intptr_t)WEFT_USEC(200), NULL));
-	char *text = wait_for_text(m, "weft_pool_tasks_completed_total{pool=\"exp\"} 100", 10);
+	char *text =
+	        th_wait_for_metrics(m, "weft_pool_tasks_completed_total{pool=\"exp\"} 100", 10);
 	static const char *const names[] = {
 	        "weft_pool_tasks_submitted_total{pool=\"exp\"} 100",
 	        "weft_pool_tasks_rejected_total{pool=\"exp\"} 0",
