@@ -146,7 +146,8 @@ typedef void *(*weft_task_fn)(void *arg);
 enum weft_pool_full {
 	WEFT_POOL_FULL_FAIL = 0,    /* the submit returns -EAGAIN (the default) */
 	WEFT_POOL_FULL_CALLER_RUNS, /* the submitter runs the task itself, then returns */
-	WEFT_POOL_FULL_DROP_OLDEST, /* the oldest queued task is dropped (its future ends with
+	WEFT_POOL_FULL_DROP_OLDEST, /* an old queued task is dropped: the oldest to within the
+	                               spread between the workers' queues (its future ends with
 	                               -ECANCELED) and the new one queued */
 	WEFT_POOL_FULL_BLOCK,       /* the submitter waits for room until its deadline, then
 	                               -ETIMEDOUT. A worker of the same pool never waits: it runs
@@ -235,8 +236,9 @@ typedef struct weft_pool_opts {
 	size_t memory_budget;  /* bytes an unbounded queue may use beyond its preallocated rings
 	                          (4096 tasks per thread), at 32 bytes per task; past it submits
 	                          fail with -ENOMEM; 0: 1 GiB */
-	int64_t tick;          /* how often the verdict is updated; 0: 100 ms; at least 1 ms */
-	int64_t window;        /* the measurement interval (and the shortest sample); 0: 10 ticks */
+	int64_t tick;          /* how often the verdict is updated; 0: 100 ms; 1 ms to 1 h */
+	int64_t window;        /* the measurement interval (and the shortest sample); 0: 10 ticks;
+	                          at most 1 day */
 	int runaway_ticks;     /* ticks rho_low must stay >= 1 before a runaway is declared; 0: 5 */
 	int64_t wait_target;   /* the queue wait the standing-queue alarm and the thread
 	                          recommendation aim at; 0: 100 ms */

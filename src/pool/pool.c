@@ -65,16 +65,16 @@
  *   given back once, by stop_spinning or at the end of the spin, like any other), so the
  *   argument above does not depend on it: it bounds how long a task waits for a spinner that
  *   the scheduler took off the CPU; it is not needed for the wake-up to happen.
- *   The spin (step 1) lasts pool->spin_ns: twice the mean gap between arrivals when that is at
- *   most 200 us (a pool fed every 100 us keeps one worker ready: the submit-to-start latency is
- *   then that of a running thread, not of a futex wake-up), else 25 us; the tick sets it. At
- *   most one worker starts a spin at a time (woken token-holders spin too). A spinner pauses
- *   between looks and never calls sched_yield: measured on 2 CPUs with two busy loops, a
- *   spinner that yielded every 32 looks ran ~10 us, then waited 4-8 ms (a time slice) for the
- *   CPU while nspinning > 0 kept submitters from waking anyone: p50 submit-to-start ~1 ms.
- *   Instead a spin is bounded by the CPU budget: the spinner reads the clock every few looks
- *   (spin_beat, for step 3), and a gap over SPIN_PREEMPTED (200 us) between two reads means it
- *   was off the CPU for a time slice, so the CPUs are oversubscribed: it stops, and nobody
+ *   The spin (step 1) lasts pool->spin_ns, set by the tick: twice the mean gap between
+ *   arrivals when that is at most WEFT__POOL_SPIN_LONG (300 us; a pool fed every 100 us keeps one
+ *   worker ready: the submit-to-start latency is then that of a running thread, not of a futex
+ *   wake-up), else 25 us. At most one worker starts a spin at a time (woken
+ *   token-holders spin too). A spinner pauses between looks and never calls sched_yield: measured
+ * on 2 CPUs with two busy loops, a spinner that yielded every 32 looks ran ~10 us, then waited 4-8
+ * ms (a time slice) for the CPU while nspinning > 0 kept submitters from waking anyone: p50
+ * submit-to-start ~1 ms. Instead a spin is bounded by the CPU budget: the spinner reads the clock
+ * every few looks (spin_beat, for step 3), and a gap over SPIN_PREEMPTED (200 us) between two reads
+ * means it was off the CPU for a time slice, so the CPUs are oversubscribed: it stops, and nobody
  *   spins for a back-off (10 ms, doubling up to 2 s while such preemptions keep coming, back
  *   to 10 ms after a quiet while; spin_preempted); meanwhile tasks go to woken workers, which
  *   the scheduler runs soon after their wake-up (a sleeper's wake-up preempts a CPU hog, a
@@ -534,7 +534,7 @@ static int enqueue(weft_pool *p, const struct weft__task *t, struct weft__ring *
 		return weft__overflow_push(&p->ovf, t);
 	}
 	{
-		int n = atomic_load_explicit(&p->ntarget, RELAXED);
+		int n = atomic_load_explicit(&p->ntarget, ACQUIRE); /* slots below it are set */
 		if (weft__unlikely(tls.home_n != n)) {
 			if (!tls.home)
 				tls.home = atomic_fetch_add_explicit(&next_home, 1, RELAXED) + 1;
@@ -605,12 +605,12 @@ enum find_mode {
 /* The lazy rule: while w's tasks are tiny, it leaves a busy owner its short queue (a second
  * worker there only adds contention: the owner never parks while its own ring or stash holds
  * anything, so the tasks run), unless the tick found the owner stuck (busy and nothing
- * completed for a tick). */
+ * completed for a tick). A ring whose thread has ended (not live) is never left to it. */
 static inline bool leave_to_owner(struct weft__worker *w, struct weft__worker *v,
                                   enum find_mode mode, bool stash)
 {
 	return LAZY && mode != FIND_ALL && w->s_est < TINY_NS &&
-	       atomic_load_explicit(&v->busy, RELAXED) &&
+	       atomic_load_explicit(&v->live, ACQUIRE) && atomic_load_explicit(&v->busy, SEQ_CST) &&
 	       !atomic_load_explicit(&v->stuck, RELAXED) &&
 	       (stash || weft__ring_depth(&v->ring) < STEAL_MIN);
 }
@@ -843,7 +843,7 @@ static inline void notify(weft_pool *p, struct weft__ring *r, int64_t stamp)
 	 * the owner stuck. */
 	if (LAZY && r && atomic_load_explicit(&p->tiny, RELAXED)) {
 		struct weft__worker *o = WEFT__CONTAINER_OF(r, struct weft__worker, ring);
-		if (atomic_load_explicit(&o->busy, RELAXED) &&
+		if (atomic_load_explicit(&o->busy, SEQ_CST) &&
 		    !atomic_load_explicit(&o->stuck, RELAXED)) {
 			if (--tls.lazy_left > 0)
 				return;
@@ -916,7 +916,7 @@ static void update_target(weft_pool *p)
 		if (atomic_load_explicit(&slot(p, i)->live, RELAXED))
 			t = i + 1;
 	}
-	atomic_store_explicit(&p->ntarget, t, RELAXED);
+	atomic_store_explicit(&p->ntarget, t, RELEASE); /* after slots[i < t] */
 }
 
 /* Start a thread in the lowest free slot. Under ctl; the caller checked closing and max. */
@@ -1134,10 +1134,14 @@ static bool try_spin(weft_pool *p)
 	return false;
 }
 
+/* busy = 0 is seq_cst: a worker going idle stores it, then rescans the rings; a submitter pushes
+ * (a seq_cst CAS), then loads the owner's busy (seq_cst) to apply the lazy rule. With both sides
+ * seq_cst, one of them sees the other: the worker finds the task, or the submitter sees it idle
+ * and wakes someone (the store-buffer pattern; relaxed, both could miss on a weak CPU). */
 static inline void set_busy(struct weft__worker *w, int b)
 {
 	if (atomic_load_explicit(&w->busy, RELAXED) != b)
-		atomic_store_explicit(&w->busy, b, RELAXED);
+		atomic_store_explicit(&w->busy, b, b ? RELAXED : SEQ_CST);
 }
 
 /* A worker goes from idle to busy: if work remains queued behind its task and nobody else is
@@ -1345,7 +1349,9 @@ WEFT_API int weft_pool_create(weft_pool **ret, const weft_pool_opts *opts)
 	if (o->idle_timeout < 0 || o->block_timeout < 0 || o->tick < 0 || o->window < 0 ||
 	    o->runaway_ticks < 0 || o->wait_target < 0 || o->stall_after < 0)
 		return -EINVAL;
-	if (o->tick && o->tick < WEFT_MSEC(1))
+	if (o->tick && (o->tick < WEFT_MSEC(1) || o->tick > WEFT_SEC(3600)))
+		return -EINVAL;
+	if (o->window > WEFT_SEC(86400))
 		return -EINVAL;
 	if (o->on_full < WEFT_POOL_FULL_FAIL || o->on_full > WEFT_POOL_FULL_BLOCK)
 		return -EINVAL;
@@ -1455,12 +1461,21 @@ static void caller_runs(weft_pool *p, weft_task_fn fn, void *arg, weft_future *f
 		future_unref(f); /* the queue's reference: there is no queue entry */
 }
 
-/* Pop the head of the longest queue for DROP_OLDEST: 1 with *t, 0 if nothing is queued. The
- * reservation of the popped task passes to the caller. */
+/* Pop an old task for DROP_OLDEST: 1 with *t, 0 if nothing is queued. A stash holds the
+ * oldest tasks of its ring (popped from its head); after the stashes, the head of the longest
+ * queue (the oldest to within the spread between queues). The reservation of the popped task
+ * passes to the caller. */
 static int pop_oldest(weft_pool *p, struct weft__task *t)
 {
 	for (int attempt = 0; attempt < 4; attempt++) {
 		int n = atomic_load_explicit(&p->nslots, ACQUIRE), best = -1;
+		for (int i = 0; i < n; i++) {
+			if (stash_take(&slot(p, i)->stash, t)) {
+				if (t->fut)
+					t->stamp = t->fut->stamp;
+				return 1;
+			}
+		}
 		uint64_t best_depth = atomic_load_explicit(&p->ovf.n, RELAXED);
 		for (int i = 0; i < n; i++) {
 			uint64_t d = weft__ring_depth(&slot(p, i)->ring);
@@ -1492,6 +1507,12 @@ static int when_full(weft_pool *p, weft_task_fn fn, void *arg, weft_future *f, i
 	case WEFT_POOL_FULL_DROP_OLDEST:
 		for (int spins = 0;; spins++) {
 			struct weft__task old;
+			/* A pool shutting down keeps what it accepted (a DRAIN runs it): drop
+			 * nothing once closing is seen. (A shutdown that starts between this check
+			 * and the push below still rejects the new task after an old one was
+			 * dropped.) */
+			if (atomic_load_explicit(&p->closing, SEQ_CST))
+				return -ESHUTDOWN;
 			if (pop_oldest(p, &old)) {
 				discard(p, &old);
 				return 1;

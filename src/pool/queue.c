@@ -23,7 +23,8 @@
  * the parking protocol in pool.c needs "push, then load nparked" to be ordered against "add to
  * nparked, then load the tails" (on x86 every lock cmpxchg is a full barrier anyway). Sequence
  * numbers are 32 bits, compared as the signed difference (int32_t)(seq - (uint32_t)pos); a ring
- * of 2^11 cells is far below the 2^31 where that would wrap. Positions are 63 bits.
+ * of 2^WEFT__POOL_RING_BITS (4096) cells is far below the 2^31 where that would wrap. Positions are
+ * 63 bits.
  *
  * Closing: bit 63 of tail is the closed flag (set with one fetch_or). A push reads tail before
  * its CAS and the CAS compares the whole word, so once the bit is set no push can succeed, and a

@@ -548,6 +548,18 @@ static void tick_once(weft_pool *p, int64_t now)
 	struct weft__tick *tk = p->tk;
 	struct reading rd;
 	read_pool(p, &rd);
+	/* The totals are sums of counters read one after another while workers move tasks (a batch
+	 * moved from the overflow shows in a ring's tail before it shows in `moved`), so a reading
+	 * may run ahead and the next fall behind it. Totals never go down: hold each at its
+	 * previous value, so that no difference below wraps around. */
+	if (rd.arrivals < tk->prev_arrivals)
+		rd.arrivals = tk->prev_arrivals;
+	if (rd.completed < tk->prev_completed)
+		rd.completed = tk->prev_completed;
+	if (rd.rejected < tk->prev_rejected)
+		rd.rejected = tk->prev_rejected;
+	if (rd.cancelled < tk->prev_cancelled)
+		rd.cancelled = tk->prev_cancelled;
 
 	struct entry *e = &tk->hist[tk->next];
 	e->t = now;
