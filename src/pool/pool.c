@@ -1028,6 +1028,14 @@ static int park(struct weft__worker *w)
 	idle_push(p, w);
 	weft__mutex_unlock(&p->idle_lock);
 
+	/* The lazy rule's store-buffer pattern: this worker stored busy = 0 (relaxed), then rescans
+	 * below; a submitter pushes (seq_cst CAS), then loads this worker's busy (seq_cst) and, if
+	 * it reads 1, leaves the task to it without waking anyone. With this seq_cst fence between
+	 * the store and the rescan, either the submitter's load comes after the fence in the total
+	 * order and reads busy = 0 (it wakes someone), or its push comes before the fence and the
+	 * rescan sees it (C11 [atomics.order] on seq_cst fences). On x86 the lock-prefixed RMWs
+	 * above already fence; a weaker CPU needs this. Paid once per park, never per task. */
+	atomic_thread_fence(SEQ_CST);
 	if (work_for(w) || atomic_load_explicit(&p->closing, SEQ_CST) ||
 	    atomic_load_explicit(&p->nlive, RELAXED) >
 	            (uint32_t)atomic_load_explicit(&p->max_threads, RELAXED)) {
@@ -1134,14 +1142,12 @@ static bool try_spin(weft_pool *p)
 	return false;
 }
 
-/* busy = 0 is seq_cst: a worker going idle stores it, then rescans the rings; a submitter pushes
- * (a seq_cst CAS), then loads the owner's busy (seq_cst) to apply the lazy rule. With both sides
- * seq_cst, one of them sees the other: the worker finds the task, or the submitter sees it idle
- * and wakes someone (the store-buffer pattern; relaxed, both could miss on a weak CPU). */
+/* busy is stored relaxed (it changes on every idle transition, a hot path); park's seq_cst fence
+ * orders the store busy = 0 before the parking rescan (see park). */
 static inline void set_busy(struct weft__worker *w, int b)
 {
 	if (atomic_load_explicit(&w->busy, RELAXED) != b)
-		atomic_store_explicit(&w->busy, b, b ? RELAXED : SEQ_CST);
+		atomic_store_explicit(&w->busy, b, RELAXED);
 }
 
 /* A worker goes from idle to busy: if work remains queued behind its task and nobody else is
