@@ -22,6 +22,19 @@ _Noreturn void weft__assert_fail(const char *expr, const char *file, int line, c
 #define WEFT__ASSERT(expr)                                                                         \
 	(weft__likely(expr) ? (void)0 : weft__assert_fail(#expr, __FILE__, __LINE__, __func__))
 
+/* WEFT__TSAN: built with ThreadSanitizer, which has no model of atomic_thread_fence (gcc refuses
+ * to compile one); code that needs a seq_cst fence uses seq_cst operations instead there. */
+#if defined(__SANITIZE_THREAD__)
+#define WEFT__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define WEFT__TSAN 1
+#endif
+#endif
+#ifndef WEFT__TSAN
+#define WEFT__TSAN 0
+#endif
+
 /* A double's bit pattern and back, for doubles kept in _Atomic uint64_t. */
 static inline uint64_t weft__dbits(double d)
 {

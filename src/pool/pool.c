@@ -1035,7 +1035,9 @@ static int park(struct weft__worker *w)
 	 * order and reads busy = 0 (it wakes someone), or its push comes before the fence and the
 	 * rescan sees it (C11 [atomics.order] on seq_cst fences). On x86 the lock-prefixed RMWs
 	 * above already fence; a weaker CPU needs this. Paid once per park, never per task. */
+#if !WEFT__TSAN
 	atomic_thread_fence(SEQ_CST);
+#endif
 	if (work_for(w) || atomic_load_explicit(&p->closing, SEQ_CST) ||
 	    atomic_load_explicit(&p->nlive, RELAXED) >
 	            (uint32_t)atomic_load_explicit(&p->max_threads, RELAXED)) {
@@ -1143,11 +1145,12 @@ static bool try_spin(weft_pool *p)
 }
 
 /* busy is stored relaxed (it changes on every idle transition, a hot path); park's seq_cst fence
- * orders the store busy = 0 before the parking rescan (see park). */
+ * orders the store busy = 0 before the parking rescan (see park). Under TSan, which has no fences,
+ * the store itself is seq_cst instead (the same guarantee, at an xchg per idle transition). */
 static inline void set_busy(struct weft__worker *w, int b)
 {
 	if (atomic_load_explicit(&w->busy, RELAXED) != b)
-		atomic_store_explicit(&w->busy, b, RELAXED);
+		atomic_store_explicit(&w->busy, b, b || !WEFT__TSAN ? RELAXED : SEQ_CST);
 }
 
 /* A worker goes from idle to busy: if work remains queued behind its task and nobody else is

@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include "harness.h"
+#include "internal/common.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -563,15 +564,7 @@ static int wait_child(pid_t pid, double timeout_s, bool *ret_timed_out)
 	return st;
 }
 
-#if defined(__SANITIZE_THREAD__)
-#define TH_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TH_TSAN 1
-#endif
-#endif
-
-#ifdef TH_TSAN
+#if WEFT__TSAN
 static void *tsan_warmup_thread(void *arg)
 {
 	return arg;
@@ -583,7 +576,7 @@ static void *tsan_warmup_thread(void *arg)
  * before any fork, it stays in the parent. */
 static void start_sanitizer_threads(void)
 {
-#ifdef TH_TSAN
+#if WEFT__TSAN
 	pthread_t t;
 	if (pthread_create(&t, NULL, tsan_warmup_thread, NULL) == 0)
 		pthread_join(t, NULL);
