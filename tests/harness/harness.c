@@ -208,20 +208,35 @@ static int reap(pid_t pid, double timeout_s)
 	}
 }
 
-pid_t th_spawn(char *const argv[], const char *log_path)
+/* fork, with stdio flushed first so the child does not print the parent's buffers again. */
+static pid_t fork_or_fail(void)
 {
-	int ep[2];
-	if (pipe2(ep, O_CLOEXEC) < 0)
-		FAIL("pipe2: %s", strerror(errno));
 	fflush(stdout);
 	fflush(stderr);
 	pid_t pid = fork();
 	if (pid < 0)
 		FAIL("fork: %s", strerror(errno));
+	return pid;
+}
+
+/* In a child that runs a program: it reads nothing from the test's stdin. */
+static void stdin_from_devnull(void)
+{
+	int devnull = open("/dev/null", O_RDWR);
+	dup2(devnull, 0);
+	if (devnull > 2)
+		close(devnull); /* the program gets stdin, not a stray fd */
+}
+
+pid_t th_spawn(char *const argv[], const char *log_path)
+{
+	int ep[2];
+	if (pipe2(ep, O_CLOEXEC) < 0)
+		FAIL("pipe2: %s", strerror(errno));
+	pid_t pid = fork_or_fail();
 	if (pid == 0) {
 		close(ep[0]);
-		int devnull = open("/dev/null", O_RDWR);
-		dup2(devnull, 0);
+		stdin_from_devnull();
 		if (log_path) {
 			int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
 			if (fd >= 0) {
@@ -253,11 +268,7 @@ pid_t th_spawn(char *const argv[], const char *log_path)
 
 pid_t th_spawn_fn(void (*fn)(void *), void *arg)
 {
-	fflush(stdout);
-	fflush(stderr);
-	pid_t pid = fork();
-	if (pid < 0)
-		FAIL("fork: %s", strerror(errno));
+	pid_t pid = fork_or_fail();
 	if (pid == 0) {
 		fn(arg);
 		_exit(0);
@@ -317,14 +328,9 @@ int th_run(char *const argv[], double timeout_s, bool merge, char **ret_out)
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
 		FAIL("pipe2: %s", strerror(errno));
-	fflush(stdout);
-	fflush(stderr);
-	pid_t pid = fork();
-	if (pid < 0)
-		FAIL("fork: %s", strerror(errno));
+	pid_t pid = fork_or_fail();
 	if (pid == 0) {
-		int devnull = open("/dev/null", O_RDWR);
-		dup2(devnull, 0);
+		stdin_from_devnull();
 		dup2(p[1], 1);
 		if (merge)
 			dup2(p[1], 2);
