@@ -274,6 +274,17 @@ static int parse_override(const char *s, double *ret)
 	return 0;
 }
 
+/* A positive integer filling all of s (already chomped); -EIO otherwise. */
+static int parse_positive(const char *s, int64_t *ret)
+{
+	int64_t v;
+	int r = parse_u64(s, s + strlen(s), &v);
+	if (r < 0 || v == 0)
+		return -EIO;
+	*ret = v;
+	return 0;
+}
+
 /* cpu.cfs_quota_us: "-1" (no limit: 0 is returned, *ret_quota = -1) or a positive integer. */
 static int parse_v1_quota(char *s, int64_t *ret_quota)
 {
@@ -282,23 +293,13 @@ static int parse_v1_quota(char *s, int64_t *ret_quota)
 		*ret_quota = -1;
 		return 0;
 	}
-	int64_t q;
-	int r = parse_u64(s, s + strlen(s), &q);
-	if (r < 0 || q == 0)
-		return -EIO;
-	*ret_quota = q;
-	return 0;
+	return parse_positive(s, ret_quota);
 }
 
 static int parse_v1_period(char *s, int64_t *ret_period)
 {
 	chomp(s);
-	int64_t p;
-	int r = parse_u64(s, s + strlen(s), &p);
-	if (r < 0 || p == 0)
-		return -EIO;
-	*ret_period = p;
-	return 0;
+	return parse_positive(s, ret_period);
 }
 
 /* cpu.max: "max", "max PERIOD" (no limit: *ret_cpus = INFINITY) or "QUOTA PERIOD". */

@@ -706,10 +706,12 @@ WEFT_API double weft_gauge_value(const weft_gauge *g)
  * digit); subnormals may print longer than they need, still exact. */
 static void put_number(weft__buf *b, double v, bool json)
 {
-	if (isnan(v)) {
-		weft__buf_puts(b, json ? "null" : "NaN");
+	if (json) {
+		weft__buf_json_num(b, v); /* null for NaN and infinities */
+	} else if (isnan(v)) {
+		weft__buf_puts(b, "NaN");
 	} else if (isinf(v)) {
-		weft__buf_puts(b, json ? "null" : v > 0 ? "+Inf" : "-Inf");
+		weft__buf_puts(b, v > 0 ? "+Inf" : "-Inf");
 	} else {
 		char s[LE_LEN];
 		weft__format_double(s, v);
