@@ -4,5 +4,6 @@
 
 #include <weft/core.h>
 #include <weft/pool.h>
+#include <weft/fiber.h>
 
 #endif

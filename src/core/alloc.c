@@ -126,8 +126,14 @@ int weft__thread_create(pthread_t *ret, const char *name, void *(*fn)(void *), v
 	}
 	sigset_t all, old;
 	sigfillset(&all);
-	/* The new thread inherits this mask: weft's threads never run a program's signal handlers.
-	 */
+	/* The new thread inherits this mask: weft's threads never run a program's asynchronous
+	 * signal handlers. The synchronous ones stay open: a fault in a blocked SIGSEGV kills the
+	 * process without running any handler (the fiber stack-overflow report needs SIGSEGV). */
+	sigdelset(&all, SIGSEGV);
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGFPE);
+	sigdelset(&all, SIGILL);
+	sigdelset(&all, SIGTRAP);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pthread_t t;
 	int r = pthread_create(&t, NULL, thread_trampoline, st);

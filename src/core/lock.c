@@ -15,6 +15,7 @@ static const char *const rank_names[WEFT__RANK_COUNT] = {
         [WEFT__RANK_POOL_OVERFLOW] = "pool_overflow",
         [WEFT__RANK_POOL_FUTURES] = "pool_futures",
         [WEFT__RANK_POOL_VERDICT] = "pool_verdict",
+        [WEFT__RANK_FIBER_SCHEDS] = "fiber_scheds",
         [WEFT__RANK_METRICS_SERVER] = "metrics_server",
         [WEFT__RANK_METRICS] = "metrics",
         [WEFT__RANK_SYMBOLIZER] = "symbolizer",

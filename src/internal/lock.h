@@ -22,6 +22,7 @@ enum weft__lock_rank {
 	WEFT__RANK_POOL_OVERFLOW,  /* a weft_pool's overflow queue */
 	WEFT__RANK_POOL_FUTURES,   /* a weft_pool's free list of futures */
 	WEFT__RANK_POOL_VERDICT,   /* a weft_pool's published verdict */
+	WEFT__RANK_FIBER_SCHEDS,   /* the process's list of fiber schedulers (dump) */
 	WEFT__RANK_METRICS_SERVER, /* weft_metrics_server state */
 	WEFT__RANK_METRICS,        /* a weft_metrics registry: series list; exports run under it */
 	WEFT__RANK_SYMBOLIZER,     /* a weft_symbolizer's module cache */

@@ -1,0 +1,271 @@
+/* The scheduler's private structures, shared by src/fiber/{sched,stack,timer,scope,dump}.c.
+ * sched.c's head comment is the design; this header only lays the structures out. The padN_
+ * arrays keep what follows off the cache line of what precedes (the structures come from calloc,
+ * which gives no 64-byte alignment, so _Alignas(64) would be a promise the allocator breaks). */
+#ifndef WEFT_FIBER_IMPL_H
+#define WEFT_FIBER_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <weft/fiber.h>
+
+#include "internal/common.h"
+#include "internal/fiber.h"
+#include "internal/hist.h"
+#include "internal/lock.h"
+
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define WEFT__VALGRIND 1
+#endif
+#endif
+#ifndef WEFT__VALGRIND
+#define WEFT__VALGRIND 0
+#endif
+
+typedef struct worker worker;
+
+/* The wait word: (seq << 2) | st. seq counts the fiber's waits; a token is a seq. */
+enum { WAIT_NONE = 0, WAIT_WAITING = 1, WAIT_CLAIMED = 2 };
+
+/* A stack: one mapping [map, map + map_size); the usable stack is [lo, hi); the fiber struct sits
+ * at the top, above hi. Guarded stacks have a PROT_NONE page at map. */
+typedef struct weft__stack {
+	void *map;
+	size_t map_size;
+	char *lo, *hi;
+	bool guarded;
+	bool mapped;                   /* mmap'd (guarded), else weft__malloc'd */
+	unsigned vg_id;                /* valgrind's stack id */
+	struct weft__stack *next_free; /* in a cache */
+} weft__stack;
+
+struct weft__fiber {
+	/* hot: touched on every switch */
+	void *sp;           /* the saved context while not running */
+	_Atomic int on_cpu; /* 1 from switch-in until the next context has switched away from
+	                       it (finish_switch): nobody may switch into it before 0 */
+	_Atomic uint64_t wait_word; /* the wait protocol (internal/fiber.h) */
+	int wake_result;            /* written by the claim's winner before the ready */
+	_Atomic int cancelled;      /* the scope was cancelled: every wait returns -ECANCELED */
+	_Atomic int nocancel;       /* the current wait ignores cancellation */
+	weft__fiber *next;          /* run queues' intrusive links (injection queue, inbox) */
+	worker *home;               /* pinned: the worker it stays on once it has run */
+	bool pinned;
+	bool requeue;    /* finish_switch puts it back in a run queue (a yield) */
+	uint64_t canary; /* the value at stack.lo (canary stacks) */
+	weft__stack stack;
+	size_t stack_req; /* the usable size asked for (the stack may be a little larger) */
+	weft_sched *sched;
+
+	/* timers (timer.c), under the heap's lock */
+	_Atomic(struct timer_heap *) timer_heap; /* the heap holding its timer, or NULL */
+	int timer_index;
+	int64_t timer_deadline;
+	uint64_t timer_tok;
+
+	/* the scope (scope.c): a shard's list, under the shard's lock */
+	weft_scope *scope;
+	int shard;
+	weft__fiber *scope_prev, *scope_next;
+
+	/* introspection */
+	_Atomic int state;       /* enum weft_fiber_state */
+	_Atomic int wait_reason; /* enum weft_wait_reason */
+	const void *wait_obj;
+	_Atomic int64_t wait_since;
+	_Atomic int worker_index; /* the worker it last ran on, -1 before */
+	int64_t ready_at;         /* sampled: when it was made runnable (0: not sampled) */
+	uint64_t id;
+	weft_fiber_fn fn;
+	void *arg;
+	void *spawn_site;
+	char name[32];
+
+	/* sanitizers */
+	void *tsan_fiber;
+	void *asan_fake_stack;
+};
+
+/* A per-worker 4-ary min-heap of fibers by timer deadline (timer.c). */
+typedef struct timer_heap {
+	weft__spin lock;
+	_Atomic int64_t next; /* earliest deadline, INT64_MAX when empty (read without the lock) */
+	weft__fiber **v;
+	int n, cap;
+} timer_heap;
+
+#define RUNQ_SIZE 256
+
+struct worker {
+	weft_sched *s;
+	int index;
+	pthread_t thread;
+	bool started;
+
+	/* the worker's own context: the thread's stack, running the scheduling loop */
+	void *loop_sp;
+	void *loop_tsan_fiber;
+	void *loop_asan_fake_stack;
+	const void *loop_stack_lo;
+	size_t loop_stack_size;
+
+	weft__fiber *current;   /* running now, NULL in the loop */
+	weft__fiber *loop_next; /* for the loop to run next (see direct_target in sched.c) */
+	weft__fiber *prev;      /* what finish_switch completes */
+	bool prev_dead;
+
+	/* the run queue: a ring the owner pushes at tail and everyone takes from head (CAS) */
+	char pad1_[64];
+	_Atomic uint32_t head;
+	_Atomic uint32_t tail;
+	_Atomic(weft__fiber *) runnext;
+	_Atomic(weft__fiber *) ring[RUNQ_SIZE];
+
+	/* pinned fibers readied by others: only this worker runs them */
+	char pad2_[64];
+	weft__spin inbox_lock;
+	weft__fiber *inbox_head, *inbox_tail;
+	_Atomic long inbox_n;
+
+	/* parking */
+	char pad3_[64];
+	_Atomic uint32_t futex; /* 1: woken */
+	_Atomic int idle;       /* on the idle list (under sched.idle_lock) */
+	worker *idle_next;
+	bool spinning;
+
+	timer_heap timers;
+
+	/* stack cache (stack.c): free stacks of the scheduler's default size */
+	weft__stack *cache;
+	size_t cache_bytes;
+
+	/* counters, written by this worker only (relaxed), summed by readers */
+	_Atomic uint64_t switches, steals, spawned;
+	_Atomic uint64_t high_water;
+	uint64_t tick; /* schedule calls, for the periodic checks */
+	uint64_t rng;
+
+	void *altstack;
+	size_t altstack_size;
+};
+
+struct weft_scope {
+	weft_sched *s;
+	weft_scope *parent;
+	bool is_root;
+	_Atomic int cancelled;
+	_Atomic long alive;   /* fibers in this scope and its descendants */
+	_Atomic long exiting; /* fibers between their decrement of alive and their last touch */
+
+	weft__spin children_lock; /* children list, and cancelled transitions */
+	weft_scope *child_head, *sib_next, *sib_prev;
+
+	weft__spin join_lock; /* fiber joiners */
+	struct join_waiter *joiners;
+	_Atomic uint32_t join_seq; /* futex for thread joiners: bumped when alive reaches 0 */
+	_Atomic int thread_joiners;
+
+	int nshards;
+	struct scope_shard {
+		char pad4_[64];
+		weft__spin lock;
+		weft__fiber *head;
+	} * shards;
+};
+
+struct weft_sched {
+	char name[64];
+	int nworkers;
+	size_t stack_size; /* the default, rounded */
+	long max_fibers;
+	int guard;
+	unsigned flags;
+	size_t stack_cache;
+	worker *workers;
+	weft_scope root;
+
+	char pad5_[64];
+	_Atomic long alive;
+	_Atomic int shutdown;
+
+	/* the injection queue: spawns and wakes from plain threads, run-queue overflow */
+	char pad6_[64];
+	weft__spin inject_lock;
+	weft__fiber *inject_head, *inject_tail;
+	_Atomic long inject_n;
+
+	/* parking (see sched.c: the wake-up protocol) */
+	char pad7_[64];
+	_Atomic int nspinning;
+	_Atomic int nidle;
+	weft__spin idle_lock;
+	worker *idle_head;
+
+	_Atomic long guarded, canaried; /* stacks now */
+
+	/* metrics */
+	weft_metrics *metrics;
+	void *series[12];
+	int nseries;
+	weft_hist *runnable_hist; /* time runnable before running, sampled */
+
+	uint64_t fork_gen;               /* the process's fork generation at create */
+	weft_sched *all_next, *all_prev; /* every scheduler of the process (dump) */
+};
+
+/* sched.c */
+extern _Thread_local worker *weft__tls_worker;
+void weft__ready(weft_sched *s, weft__fiber *f, enum weft__ready_how how);
+void weft__fatal(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+uint64_t weft__fork_gen(void);
+
+/* stack.c */
+extern bool weft__on_valgrind; /* memcheck calls the canary's read (below the stack pointer) an
+                                  error: the check then runs with error reports off */
+
+static inline bool weft__canary_ok(const weft__fiber *f)
+{
+	const volatile uint64_t *c = (const volatile uint64_t *)(const void *)f->stack.lo;
+#if WEFT__VALGRIND
+	if (weft__unlikely(weft__on_valgrind)) {
+		VALGRIND_DISABLE_ERROR_REPORTING;
+		bool ok = *c == f->canary;
+		VALGRIND_ENABLE_ERROR_REPORTING;
+		return ok;
+	}
+#endif
+	return *c == f->canary;
+}
+
+int weft__stack_get(weft_sched *s, worker *w, size_t size, weft__stack *ret);
+void weft__stack_put(weft_sched *s, worker *w, weft__stack *st);
+void weft__stack_cache_free(weft_sched *s, worker *w);
+int weft__stack_init_process(void);
+int weft__stack_altstack(worker *w);
+void weft__stack_altstack_free(worker *w);
+void weft__stack_overflow_report(const weft__fiber *f, const char *how);
+
+/* timer.c */
+int weft__timer_add(timer_heap *h, weft__fiber *f, int64_t deadline, uint64_t tok);
+void weft__timer_del(weft__fiber *f);
+int weft__timers_run(weft_sched *s, timer_heap *h, int64_t now);
+void weft__timer_heap_free(timer_heap *h);
+
+/* scope.c */
+int weft__scope_init_root(weft_sched *s);
+void weft__scope_free_root(weft_sched *s);
+int weft__scope_attach(weft_scope *sc, weft__fiber *f);
+void weft__scope_detach(weft__fiber *f);
+
+/* dump.c */
+void weft__sched_register(weft_sched *s);
+void weft__sched_unregister(weft_sched *s);
+void weft__sched_list_after_fork(void);
+
+#endif

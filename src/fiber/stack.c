@@ -1,0 +1,275 @@
+/* Fiber stacks: allocation, the guard-page budget, caching, overflow detection.
+ *
+ * A stack is one block; the fiber's struct sits at its top (above `hi`), so a spawn makes one
+ * allocation and a parked fiber's struct shares a page with its newest frames:
+ *
+ *   guarded:  map [guard page, PROT_NONE][ usable stack ...            ][fiber]   mmap + mprotect
+ *   canary:   [canary word][ usable stack ...                           ][fiber]   weft__malloc
+ *             lo                                                        hi
+ *
+ * Guard pages. Each guarded stack takes two of the kernel's memory mappings (the mprotect splits
+ * the mapping in two), and vm.max_map_count (65530 by default) caps mappings per process: at about
+ * 32,700 guarded stacks mmap fails. At the first scheduler's creation the budget is read once:
+ * (max_map_count - mappings in use - 4096 spare) / 2 guarded stacks for the process. Past it,
+ * WEFT_GUARD_AUTO falls back to canary stacks and WEFT_GUARD_ALWAYS fails the spawn with -ENOMEM.
+ * The metrics count both kinds (weft_fiber_stacks_guarded, weft_fiber_stacks_canary).
+ *
+ * Overflow. A guarded stack's overflow faults in the guard page: a SIGSEGV handler, running on
+ * each worker's alternate signal stack, sees the fault address in the running fiber's guard page,
+ * writes one line naming the fiber and aborts; any other fault goes to the handler that was there
+ * before (or the default action). A frame larger than a page can jump the guard: compile with
+ * -fstack-clash-protection to make that impossible. A canary stack has a 64-bit canary at its
+ * lowest word, derived from the fiber's address and a per-process secret; every switch away from
+ * the fiber checks it and the stack pointer, and the deepest use seen is kept (the high-water
+ * mark). A canary finds an overflow after the fact, at the next switch, and only if the overflow
+ * wrote over the canary word: it reports, it cannot prevent the damage.
+ *
+ * Caching. Each worker keeps freed stacks of the scheduler's default size and kind in a LIFO list,
+ * up to opts.stack_cache bytes, so a spawn on a worker usually reuses a warm stack with no system
+ * call; other sizes, and anything past the cap, are freed.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "fiber-impl.h"
+#include "internal/alloc.h"
+
+#define FIBER_SPACE (((sizeof(weft__fiber) + 63) / 64) * 64)
+
+bool weft__on_valgrind;
+static size_t page_size;
+static long guard_budget;          /* guarded stacks the process may have */
+static _Atomic long guards_in_use; /* across every scheduler */
+static struct sigaction old_segv;
+
+static size_t round_up(size_t n, size_t to)
+{
+	return (n + to - 1) / to * to;
+}
+
+static long count_maps(void)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	if (!f)
+		return -1;
+	long n = 0;
+	int c;
+	while ((c = getc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+static long read_max_map_count(void)
+{
+	FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+	if (!f)
+		return -1;
+	long v = -1;
+	if (fscanf(f, "%ld", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
+void weft__stack_overflow_report(const weft__fiber *f, const char *how)
+{
+	weft__fatal("weft: fiber %llu \"%s\" (scheduler \"%s\") overflowed its %zu-byte stack: %s; "
+	            "aborting (give it a larger stack_size)",
+	            (unsigned long long)f->id, f->name[0] ? f->name : "fiber", f->sched->name,
+	            f->stack_req, how);
+}
+
+static void segv_handler(int sig, siginfo_t *si, void *uc)
+{
+	worker *w = weft__tls_worker;
+	weft__fiber *f = w ? w->current : NULL;
+	if (f && f->stack.guarded) {
+		const char *a = si->si_addr;
+		if (a >= (const char *)f->stack.map && a < f->stack.lo)
+			weft__stack_overflow_report(f, "a fault in its guard page");
+	}
+	if (old_segv.sa_flags & SA_SIGINFO) {
+		old_segv.sa_sigaction(sig, si, uc);
+	} else if (old_segv.sa_handler == SIG_DFL || old_segv.sa_handler == SIG_IGN) {
+		/* the fault repeats on return, now with the default action (a core dump) */
+		struct sigaction dfl = {.sa_handler = SIG_DFL};
+		sigemptyset(&dfl.sa_mask);
+		sigaction(SIGSEGV, &dfl, NULL);
+	} else {
+		old_segv.sa_handler(sig);
+	}
+}
+
+int weft__stack_init_process(void)
+{
+	page_size = (size_t)sysconf(_SC_PAGESIZE);
+#if WEFT__VALGRIND
+	weft__on_valgrind = RUNNING_ON_VALGRIND;
+#endif
+	long max = read_max_map_count();
+	long used = count_maps();
+	if (max < 0)
+		max = 65530;
+	if (used < 0)
+		used = 1000;
+	guard_budget = (max - used - 4096) / 2;
+	if (guard_budget < 0)
+		guard_budget = 0;
+	if (getenv("WEFT_FIBER_GUARD_BUDGET")) /* tests: make the fallback reachable cheaply */
+		guard_budget = strtol(getenv("WEFT_FIBER_GUARD_BUDGET"), NULL, 10);
+	struct sigaction sa = {.sa_sigaction = segv_handler, .sa_flags = SA_SIGINFO | SA_ONSTACK};
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGSEGV, &sa, &old_segv) != 0)
+		return weft__neg_errno();
+	return 0;
+}
+
+int weft__stack_altstack(worker *w)
+{
+	size_t size = round_up(64 * 1024 + (size_t)sysconf(_SC_SIGSTKSZ), page_size);
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return -ENOMEM; /* no overflow report on this worker: the fault stays a SIGSEGV */
+	stack_t ss = {.ss_sp = p, .ss_size = size};
+	if (sigaltstack(&ss, NULL) != 0) {
+		munmap(p, size);
+		return -ENOMEM;
+	}
+	w->altstack = p;
+	w->altstack_size = size;
+	return 0;
+}
+
+void weft__stack_altstack_free(worker *w)
+{
+	if (!w->altstack)
+		return;
+	stack_t ss = {.ss_flags = SS_DISABLE};
+	sigaltstack(&ss, NULL);
+	munmap(w->altstack, w->altstack_size);
+	w->altstack = NULL;
+}
+
+static bool take_guard(void)
+{
+	long n = atomic_fetch_add_explicit(&guards_in_use, 1, memory_order_relaxed);
+	if (n < guard_budget)
+		return true;
+	atomic_fetch_sub_explicit(&guards_in_use, 1, memory_order_relaxed);
+	return false;
+}
+
+static int stack_new(weft_sched *s, size_t size, weft__stack *ret)
+{
+	weft__stack st = {0};
+	bool guard = s->guard != WEFT_GUARD_NEVER && size >= page_size && take_guard();
+	if (!guard && s->guard == WEFT_GUARD_ALWAYS)
+		return -ENOMEM;
+	if (guard) {
+		size_t map_size = page_size + round_up(size + FIBER_SPACE, page_size);
+		void *m = MAP_FAILED;
+		if (!weft__fault_hit(WEFT__FAULT_ALLOC))
+			m = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
+			         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+		if (m == MAP_FAILED) {
+			atomic_fetch_sub_explicit(&guards_in_use, 1, memory_order_relaxed);
+			return -ENOMEM;
+		}
+		if (mprotect(m, page_size, PROT_NONE) != 0) {
+			munmap(m, map_size);
+			atomic_fetch_sub_explicit(&guards_in_use, 1, memory_order_relaxed);
+			return -ENOMEM;
+		}
+		st.map = m;
+		st.map_size = map_size;
+		st.lo = (char *)m + page_size;
+		st.hi = (char *)m + map_size - FIBER_SPACE;
+		st.guarded = true;
+		st.mapped = true;
+		atomic_fetch_add_explicit(&s->guarded, 1, memory_order_relaxed);
+	} else {
+		size_t total = round_up(size, 64) + FIBER_SPACE;
+		void *m = weft__malloc(total);
+		if (!m)
+			return -ENOMEM;
+		st.map = m;
+		st.map_size = total;
+		st.lo = m;
+		st.hi = (char *)m + total - FIBER_SPACE;
+		atomic_fetch_add_explicit(&s->canaried, 1, memory_order_relaxed);
+	}
+#if WEFT__VALGRIND
+	st.vg_id = VALGRIND_STACK_REGISTER(st.lo, st.hi);
+#endif
+	*ret = st;
+	return 0;
+}
+
+static void stack_free(weft_sched *s, weft__stack *st)
+{
+#if WEFT__VALGRIND
+	VALGRIND_STACK_DEREGISTER(st->vg_id);
+#endif
+	if (st->guarded) {
+		atomic_fetch_sub_explicit(&s->guarded, 1, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&guards_in_use, 1, memory_order_relaxed);
+	} else {
+		atomic_fetch_sub_explicit(&s->canaried, 1, memory_order_relaxed);
+	}
+	if (st->mapped)
+		munmap(st->map, st->map_size);
+	else
+		free(st->map);
+}
+
+/* The usable size a stack was made for (the default size's stacks are the ones cached). */
+static size_t usable(const weft__stack *st)
+{
+	return (size_t)(st->hi - st->lo);
+}
+
+int weft__stack_get(weft_sched *s, worker *w, size_t size, weft__stack *ret)
+{
+	if (w && w->cache && size == s->stack_size) {
+		weft__stack *c = w->cache;
+		w->cache = c->next_free;
+		w->cache_bytes -= c->map_size;
+		*ret = *c;
+		ret->next_free = NULL;
+		return 0;
+	}
+	return stack_new(s, size, ret);
+}
+
+void weft__stack_put(weft_sched *s, worker *w, weft__stack *st)
+{
+	if (w && usable(st) >= s->stack_size && usable(st) < s->stack_size + page_size &&
+	    w->cache_bytes + st->map_size <= s->stack_cache) {
+		/* the record lives where the fiber struct was, at the top */
+		weft__stack *c = (weft__stack *)(void *)st->hi;
+		*c = *st;
+		c->next_free = w->cache;
+		w->cache = c;
+		w->cache_bytes += st->map_size;
+		return;
+	}
+	stack_free(s, st);
+}
+
+void weft__stack_cache_free(weft_sched *s, worker *w)
+{
+	while (w->cache) {
+		weft__stack *c = w->cache;
+		w->cache = c->next_free;
+		weft__stack st = *c;
+		stack_free(s, &st);
+	}
+	w->cache_bytes = 0;
+}

@@ -1,0 +1,88 @@
+/* The x86-64 context switch (System V ABI); src/internal/switch.h gives the contract and the
+ * frame layout. Callee-saved: rbx, rbp, r12-r15, and the control bits of MXCSR and the x87 control
+ * word, which only the _fpu variant saves (their status bits are caller-saved).
+ *
+ * void *weft__ctx_switch(void **save_sp  rdi, void *new_sp  rsi, void *arg  rdx)
+ */
+	.text
+
+	.globl	weft__ctx_switch
+	.hidden	weft__ctx_switch
+	.type	weft__ctx_switch, @function
+	.p2align 4
+weft__ctx_switch:
+	.cfi_startproc
+	pushq	%rbp
+	pushq	%rbx
+	pushq	%r12
+	pushq	%r13
+	pushq	%r14
+	pushq	%r15
+	subq	$8, %rsp	/* the FPU slot, unused here */
+	movq	%rsp, (%rdi)
+	movq	%rsi, %rsp
+	addq	$8, %rsp
+	popq	%r15
+	popq	%r14
+	popq	%r13
+	popq	%r12
+	popq	%rbx
+	popq	%rbp
+	popq	%rcx		/* pop; jmp keeps the return-stack predictor in step */
+	movq	%rdx, %rax
+	jmpq	*%rcx
+	.cfi_endproc
+	.size	weft__ctx_switch, .-weft__ctx_switch
+
+	.globl	weft__ctx_switch_fpu
+	.hidden	weft__ctx_switch_fpu
+	.type	weft__ctx_switch_fpu, @function
+	.p2align 4
+weft__ctx_switch_fpu:
+	.cfi_startproc
+	pushq	%rbp
+	pushq	%rbx
+	pushq	%r12
+	pushq	%r13
+	pushq	%r14
+	pushq	%r15
+	subq	$8, %rsp
+	stmxcsr	(%rsp)
+	fnstcw	4(%rsp)
+	movq	%rsp, (%rdi)
+	movq	%rsi, %rsp
+	ldmxcsr	(%rsp)
+	fldcw	4(%rsp)
+	addq	$8, %rsp
+	popq	%r15
+	popq	%r14
+	popq	%r13
+	popq	%r12
+	popq	%rbx
+	popq	%rbp
+	popq	%rcx
+	movq	%rdx, %rax
+	jmpq	*%rcx
+	.cfi_endproc
+	.size	weft__ctx_switch_fpu, .-weft__ctx_switch_fpu
+
+/* The first code a new context runs: r12 = entry, r13 = data (from weft__ctx_make), rax = the
+ * switch's arg. Calls entry(arg, data) on a 16-byte aligned stack; entry never returns. The
+ * return address is marked undefined so that unwinders (gdb, libdw) stop here. */
+	.globl	weft__ctx_trampoline
+	.hidden	weft__ctx_trampoline
+	.type	weft__ctx_trampoline, @function
+	.p2align 4
+weft__ctx_trampoline:
+	.cfi_startproc
+	.cfi_undefined rip
+	xorl	%ebp, %ebp
+	movq	%rax, %rdi
+	movq	%r13, %rsi
+	andq	$-16, %rsp
+	callq	*%r12
+	ud2
+	.cfi_endproc
+	.size	weft__ctx_trampoline, .-weft__ctx_trampoline
+
+	.section .note.GNU-stack,"",@progbits

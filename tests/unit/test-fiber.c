@@ -1,0 +1,772 @@
+/* test-fiber.c: the scheduler: spawning, yielding, sleeping, scopes and cancellation, work
+ * stealing, pinning, caps, stack overflow detection (guard page and canary), the dump, metrics,
+ * fault injection and fork. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <weft/fiber.h>
+
+#include "harness.h"
+#include "internal/alloc.h"
+
+#if defined(__SANITIZE_THREAD__)
+/* the fork test starts threads in a child of a multi-threaded parent, which is what it tests */
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+	return "die_after_fork=0";
+}
+#endif
+
+static weft_sched *mk(int threads)
+{
+	weft_sched *s = NULL;
+	ASSERT_OK(weft_sched_create(&s, &(weft_sched_opts){.threads = threads}));
+	return s;
+}
+
+static void join_all(weft_sched *s)
+{
+	ASSERT_OK(weft_scope_join(weft_sched_root(s), weft_deadline_in(WEFT_SEC(20))));
+}
+
+/* ---- arguments --------------------------------------------------------------------------- */
+
+static void noop(void *arg)
+{
+	(void)arg;
+}
+
+TEST(fiber_invalid_arguments)
+{
+	weft_sched *s = NULL;
+	ASSERT_ERR(weft_sched_create(NULL, NULL), -EINVAL);
+	ASSERT_ERR(weft_sched_create(&s, &(weft_sched_opts){.threads = -1}), -EINVAL);
+	ASSERT_ERR(weft_sched_create(&s, &(weft_sched_opts){.threads = WEFT_SCHED_THREADS_MAX + 1}),
+	           -EINVAL);
+	ASSERT_ERR(weft_sched_create(&s, &(weft_sched_opts){.stack_size = 100}), -EINVAL);
+	ASSERT_ERR(
+	        weft_sched_create(&s, &(weft_sched_opts){.stack_size = WEFT_FIBER_STACK_MAX + 1}),
+	        -EINVAL);
+	ASSERT_ERR(weft_sched_create(&s, &(weft_sched_opts){.max_fibers = -1}), -EINVAL);
+	ASSERT_ERR(weft_sched_create(&s, &(weft_sched_opts){.flags = 0x80}), -EINVAL);
+	ASSERT_ERR(weft_sched_create(&s, &(weft_sched_opts){.guard = 7}), -EINVAL);
+	char longname[80];
+	memset(longname, 'x', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = 0;
+	ASSERT_ERR(weft_sched_create(&s, &(weft_sched_opts){.name = longname}), -EINVAL);
+	ASSERT_NULL(s);
+
+	s = mk(1);
+	weft_scope *root = weft_sched_root(s);
+	ASSERT_ERR(weft_spawn(NULL, noop, NULL, NULL, NULL), -EINVAL);
+	ASSERT_ERR(weft_spawn(root, NULL, NULL, NULL, NULL), -EINVAL);
+	ASSERT_ERR(weft_spawn(root, noop, NULL, &(weft_spawn_opts){.stack_size = 10}, NULL),
+	           -EINVAL);
+	ASSERT_ERR(weft_scope_create(NULL, root), -EINVAL);
+	ASSERT_ERR(weft_scope_create(&(weft_scope *){NULL}, NULL), -EINVAL);
+	ASSERT_ERR(weft_scope_cancel(NULL), -EINVAL);
+	ASSERT_ERR(weft_scope_join(NULL, WEFT_FOREVER), -EINVAL);
+	ASSERT_ERR(weft_scope_join(root, -2), -EINVAL);
+	ASSERT_ERR(weft_sched_stats_get(NULL, &(weft_sched_stats){0}), -EINVAL);
+	ASSERT_ERR(weft_sched_stats_get(s, NULL), -EINVAL);
+	ASSERT_ERR(weft_fiber_dump(NULL, NULL), -EINVAL);
+	/* fiber-only calls on a plain thread */
+	ASSERT_ERR(weft_fiber_yield(), -EPERM);
+	ASSERT_ERR(weft_fiber_sleep_until(0), -EPERM);
+	ASSERT_ERR(weft_fiber_set_name("x"), -EPERM);
+	ASSERT_ERR(weft_fiber_cancelled(), -EPERM);
+	ASSERT_EQ(weft_fiber_id(), 0);
+	ASSERT_NULL(weft_sched_current());
+	ASSERT_NULL(weft_sched_root(NULL));
+	ASSERT_EQ(weft_scope_fibers(NULL), 0);
+	ASSERT_STR_EQ(weft_fiber_state_name(WEFT_FIBER_WAITING), "waiting");
+	ASSERT_STR_EQ(weft_fiber_state_name(99), "unknown");
+	ASSERT_STR_EQ(weft_wait_reason_name(WEFT_WAIT_CHAN_RECV), "chan-recv");
+	ASSERT_STR_EQ(weft_wait_reason_name(-1), "unknown");
+	weft_scope_destroy(NULL);
+	weft_scope_destroy(root); /* the root: nothing happens */
+	weft_sched_destroy(s);
+	weft_sched_destroy(NULL);
+}
+
+/* ---- spawning and running ---------------------------------------------------------------- */
+
+static _Atomic long counter;
+
+static void count_fn(void *arg)
+{
+	atomic_fetch_add(&counter, (long)(intptr_t)arg);
+}
+
+TEST(fiber_spawn_runs_every_fiber)
+{
+	weft_sched *s = mk(2);
+	atomic_store(&counter, 0);
+	uint64_t prev = 0;
+	for (int i = 0; i < 20000; i++) {
+		uint64_t id;
+		ASSERT_OK(weft_spawn(weft_sched_root(s), count_fn, (void *)(intptr_t)1, NULL, &id));
+		ASSERT_GT(id, prev);
+		prev = id;
+	}
+	join_all(s);
+	ASSERT_EQ(atomic_load(&counter), 20000);
+	ASSERT_EQ(weft_scope_fibers(weft_sched_root(s)), 0);
+	weft_sched_stats st;
+	ASSERT_OK(weft_sched_stats_get(s, &st));
+	ASSERT_EQ(st.spawned, 20000);
+	ASSERT_EQ(st.fibers_alive, 0);
+	weft_sched_destroy(s);
+}
+
+/* A fiber spawning fibers that spawn fibers: a tree of 3^7 leaves. */
+static void tree_fn(void *arg)
+{
+	int depth = (int)(intptr_t)arg;
+	if (depth == 0) {
+		atomic_fetch_add(&counter, 1);
+		return;
+	}
+	for (int i = 0; i < 3; i++)
+		ASSERT_OK(weft_spawn(weft_sched_root(weft_sched_current()), tree_fn,
+		                     (void *)(intptr_t)(depth - 1), NULL, NULL));
+}
+
+TEST(fiber_spawn_from_fibers)
+{
+	weft_sched *s = mk(2);
+	atomic_store(&counter, 0);
+	ASSERT_OK(weft_spawn(weft_sched_root(s), tree_fn, (void *)(intptr_t)7, NULL, NULL));
+	join_all(s);
+	ASSERT_EQ(atomic_load(&counter), 2187);
+	weft_sched_destroy(s);
+}
+
+/* ---- yield ------------------------------------------------------------------------------- */
+
+static char yield_log[64];
+static _Atomic int yield_pos;
+
+static void yielder(void *arg)
+{
+	for (int i = 0; i < 10; i++) {
+		yield_log[atomic_fetch_add(&yield_pos, 1)] = (char)(intptr_t)arg;
+		ASSERT_OK(weft_fiber_yield());
+	}
+}
+
+/* Spawned from a fiber, both are queued before either runs. */
+static void yield_starter(void *arg)
+{
+	(void)arg;
+	weft_scope *root = weft_sched_root(weft_sched_current());
+	ASSERT_OK(weft_spawn(root, yielder, (void *)(intptr_t)'a', NULL, NULL));
+	ASSERT_OK(weft_spawn(root, yielder, (void *)(intptr_t)'b', NULL, NULL));
+}
+
+TEST(fiber_yield_interleaves_on_one_thread)
+{
+	weft_sched *s = mk(1);
+	atomic_store(&yield_pos, 0);
+	memset(yield_log, 0, sizeof(yield_log));
+	ASSERT_OK(weft_spawn(weft_sched_root(s), yield_starter, NULL, NULL, NULL));
+	join_all(s);
+	ASSERT_EQ(atomic_load(&yield_pos), 20);
+	/* the two fibers strictly alternate */
+	for (int i = 1; i < 20; i++)
+		ASSERT_NE(yield_log[i], yield_log[i - 1]);
+	weft_sched_destroy(s);
+}
+
+/* ---- sleeping ---------------------------------------------------------------------------- */
+
+struct sleeper {
+	int64_t deadline, woke;
+	int r;
+};
+
+static void sleep_fn(void *arg)
+{
+	struct sleeper *sl = arg;
+	sl->r = weft_fiber_sleep_until(sl->deadline);
+	sl->woke = weft_now();
+}
+
+TEST(fiber_sleep_wakes_after_deadline)
+{
+	weft_sched *s = mk(2);
+	enum { N = 2000 };
+	static struct sleeper sl[N];
+	uint64_t rng = 42;
+	int64_t t0 = weft_now();
+	for (int i = 0; i < N; i++) {
+		sl[i].deadline = t0 + (int64_t)(th_rng(&rng) % (uint64_t)WEFT_MSEC(200));
+		sl[i].r = 1;
+		ASSERT_OK(weft_spawn(weft_sched_root(s), sleep_fn, &sl[i], NULL, NULL));
+	}
+	join_all(s);
+	for (int i = 0; i < N; i++) {
+		ASSERT_EQ(sl[i].r, 0);
+		ASSERT_GE(sl[i].woke, sl[i].deadline);
+		/* generous: a loaded machine, sanitizers, valgrind */
+		ASSERT_LT(sl[i].woke - sl[i].deadline, WEFT_SEC(5));
+	}
+	/* a past deadline returns at once; -EINVAL below FOREVER */
+	weft_sched_destroy(s);
+}
+
+static void past_fn(void *arg)
+{
+	(void)arg;
+	ASSERT_OK(weft_fiber_sleep_until(0));
+	ASSERT_OK(weft_fiber_sleep_until(weft_now()));
+	ASSERT_ERR(weft_fiber_sleep_until(-2), -EINVAL);
+	ASSERT_OK(weft_fiber_set_name("renamed"));
+	ASSERT_ERR(weft_fiber_set_name(NULL), -EINVAL);
+	ASSERT_GT(weft_fiber_id(), 0);
+	ASSERT_OK(weft_fiber_cancelled());
+	atomic_fetch_add(&counter, 1);
+}
+
+TEST(fiber_calls_inside_a_fiber)
+{
+	weft_sched *s = mk(1);
+	atomic_store(&counter, 0);
+	ASSERT_OK(weft_spawn(weft_sched_root(s), past_fn, NULL, NULL, NULL));
+	join_all(s);
+	ASSERT_EQ(atomic_load(&counter), 1);
+	weft_sched_destroy(s);
+}
+
+/* ---- scopes and cancellation --------------------------------------------------------------- */
+
+static void forever_fn(void *arg)
+{
+	_Atomic int *r = arg;
+	atomic_store(r, weft_fiber_sleep_until(WEFT_FOREVER));
+	/* once cancelled, every wait fails at once */
+	if (weft_fiber_sleep_until(weft_deadline_in(WEFT_SEC(60))) != -ECANCELED)
+		atomic_store(r, 1000);
+	if (weft_fiber_cancelled() != -ECANCELED)
+		atomic_store(r, 1001);
+}
+
+TEST(fiber_join_times_out_then_cancel_ends_it)
+{
+	weft_sched *s = mk(2);
+	_Atomic int r = 1;
+	weft_scope *sc;
+	ASSERT_OK(weft_scope_create(&sc, weft_sched_root(s)));
+	ASSERT_OK(weft_spawn(sc, forever_fn, &r, NULL, NULL));
+	ASSERT_EQ(weft_scope_fibers(sc), 1);
+	int64_t t0 = weft_now();
+	ASSERT_ERR(weft_scope_join(sc, t0 + WEFT_MSEC(50)), -ETIMEDOUT);
+	ASSERT_GE(weft_now() - t0, WEFT_MSEC(50));
+	ASSERT_EQ(atomic_load(&r), 1);
+	ASSERT_OK(weft_scope_cancel(sc));
+	ASSERT_OK(weft_scope_join(sc, weft_deadline_in(WEFT_SEC(10))));
+	ASSERT_EQ(atomic_load(&r), -ECANCELED);
+	ASSERT_ERR(weft_spawn(sc, noop, NULL, NULL, NULL), -ECANCELED);
+	ASSERT_ERR(weft_scope_create(&(weft_scope *){NULL}, sc), -ECANCELED);
+	ASSERT_OK(weft_scope_cancel(sc)); /* idempotent */
+	weft_scope_destroy(sc);
+	weft_sched_destroy(s);
+}
+
+TEST(fiber_cancel_reaches_nested_scopes)
+{
+	weft_sched *s = mk(2);
+	enum { N = 300 };
+	static _Atomic int r[N];
+	weft_scope *outer, *inner;
+	ASSERT_OK(weft_scope_create(&outer, weft_sched_root(s)));
+	ASSERT_OK(weft_scope_create(&inner, outer));
+	for (int i = 0; i < N; i++) {
+		atomic_store(&r[i], 1);
+		ASSERT_OK(weft_spawn(i % 2 ? inner : outer, forever_fn, &r[i], NULL, NULL));
+	}
+	ASSERT_EQ(weft_scope_fibers(outer), N);
+	ASSERT_EQ(weft_scope_fibers(inner), N / 2);
+	/* let them all park */
+	for (int tries = 0; tries < 1000; tries++) {
+		weft_sched_stats st;
+		ASSERT_OK(weft_sched_stats_get(s, &st));
+		if (st.runnable == 0)
+			break;
+		usleep(1000);
+	}
+	ASSERT_OK(weft_scope_cancel(outer));
+	ASSERT_OK(weft_scope_join(outer, weft_deadline_in(WEFT_SEC(10))));
+	for (int i = 0; i < N; i++)
+		ASSERT_EQ(atomic_load(&r[i]), -ECANCELED);
+	ASSERT_EQ(weft_scope_fibers(inner), 0);
+	weft_scope_destroy(inner);
+	weft_scope_destroy(outer);
+	weft_sched_destroy(s);
+}
+
+/* Cancel racing with fibers that are starting waits, many times. */
+static void short_sleeps(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		int r = weft_fiber_sleep_until(weft_deadline_in(WEFT_USEC(50)));
+		if (r == -ECANCELED)
+			break;
+		if (r != 0)
+			FAIL("sleep returned %d", r);
+	}
+	atomic_fetch_add(&counter, 1);
+}
+
+TEST_TIMEOUT(fiber_cancel_races_with_waits, 60)
+{
+	weft_sched *s = mk(2);
+	atomic_store(&counter, 0);
+	for (int round = 0; round < 50; round++) {
+		weft_scope *sc;
+		ASSERT_OK(weft_scope_create(&sc, weft_sched_root(s)));
+		for (int i = 0; i < 20; i++)
+			ASSERT_OK(weft_spawn(sc, short_sleeps, NULL, NULL, NULL));
+		usleep((useconds_t)(round % 7) * 100);
+		ASSERT_OK(weft_scope_cancel(sc));
+		if (weft_scope_join(sc, weft_deadline_in(WEFT_SEC(10))) != 0) {
+			char *text = NULL;
+			weft_sched_stats st;
+			weft_sched_stats_get(s, &st);
+			weft_fiber_dump(&text, NULL);
+			FAIL("round %d: the cancelled scope did not finish; runnable %ld; %s",
+			     round, st.runnable, text);
+		}
+		weft_scope_destroy(sc);
+	}
+	ASSERT_EQ(atomic_load(&counter), 50 * 20);
+	weft_sched_destroy(s);
+}
+
+struct joiner_arg {
+	weft_scope *target;
+	_Atomic int r;
+};
+
+static void joiner_fn(void *arg)
+{
+	struct joiner_arg *j = arg;
+	ASSERT_ERR(weft_scope_join(weft_sched_root(weft_sched_current()), WEFT_FOREVER), -EDEADLK);
+	atomic_store(&j->r, weft_scope_join(j->target, weft_deadline_in(WEFT_SEC(10))));
+}
+
+static void nap_fn(void *arg)
+{
+	(void)arg;
+	weft_fiber_sleep_until(weft_deadline_in(WEFT_MSEC(30)));
+	atomic_fetch_add(&counter, 1);
+}
+
+TEST(fiber_joins_another_scope)
+{
+	weft_sched *s = mk(2);
+	atomic_store(&counter, 0);
+	weft_scope *work;
+	ASSERT_OK(weft_scope_create(&work, weft_sched_root(s)));
+	for (int i = 0; i < 10; i++)
+		ASSERT_OK(weft_spawn(work, nap_fn, NULL, NULL, NULL));
+	struct joiner_arg j = {.target = work, .r = 1};
+	ASSERT_OK(weft_spawn(weft_sched_root(s), joiner_fn, &j, NULL, NULL));
+	join_all(s);
+	ASSERT_EQ(atomic_load(&j.r), 0);
+	ASSERT_EQ(atomic_load(&counter), 10);
+	weft_scope_destroy(work);
+	weft_sched_destroy(s);
+}
+
+TEST(fiber_destroy_cancels_what_runs)
+{
+	weft_sched *s = mk(2);
+	static _Atomic int r[100];
+	for (int i = 0; i < 100; i++) {
+		atomic_store(&r[i], 1);
+		ASSERT_OK(weft_spawn(weft_sched_root(s), forever_fn, &r[i], NULL, NULL));
+	}
+	weft_sched_destroy(s);
+	for (int i = 0; i < 100; i++)
+		ASSERT_EQ(atomic_load(&r[i]), -ECANCELED);
+}
+
+/* ---- work stealing and pinning --------------------------------------------------------------- */
+
+static _Atomic int tids[2];
+
+static void busy_fn(void *arg)
+{
+	(void)arg;
+	int tid = (int)syscall(SYS_gettid);
+	int expect = 0;
+	if (!atomic_compare_exchange_strong(&tids[0], &expect, tid) && expect != tid) {
+		expect = 0;
+		atomic_compare_exchange_strong(&tids[1], &expect, tid);
+	}
+	int64_t end = weft_now() + WEFT_USEC(1000);
+	while (weft_now() < end)
+		;
+	atomic_fetch_add(&counter, 1);
+}
+
+static void spawner_fn(void *arg)
+{
+	for (int i = 0; i < 400; i++)
+		ASSERT_OK(weft_spawn(weft_sched_root(weft_sched_current()), busy_fn, NULL, NULL,
+		                     NULL));
+	(void)arg;
+}
+
+TEST_TIMEOUT(fiber_work_is_stolen, 60)
+{
+	weft_sched *s = mk(2);
+	atomic_store(&counter, 0);
+	atomic_store(&tids[0], 0);
+	atomic_store(&tids[1], 0);
+	/* one fiber spawns everything onto its own worker's queue: only stealing spreads it */
+	ASSERT_OK(weft_spawn(weft_sched_root(s), spawner_fn, NULL, NULL, NULL));
+	join_all(s);
+	ASSERT_EQ(atomic_load(&counter), 400);
+	weft_sched_stats st;
+	ASSERT_OK(weft_sched_stats_get(s, &st));
+	ASSERT_GT(st.steals, 0);
+	ASSERT_NE(atomic_load(&tids[1]), 0); /* both threads ran them */
+	weft_sched_destroy(s);
+}
+
+static void pinned_fn(void *arg)
+{
+	(void)arg;
+	int tid = (int)syscall(SYS_gettid);
+	for (int i = 0; i < 200; i++) {
+		if (i % 3)
+			weft_fiber_yield();
+		else
+			weft_fiber_sleep_until(weft_deadline_in(WEFT_USEC(100)));
+		if ((int)syscall(SYS_gettid) != tid)
+			FAIL("pinned fiber moved from thread %d to %ld", tid, syscall(SYS_gettid));
+	}
+	atomic_fetch_add(&counter, 1);
+}
+
+static void churn_fn(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 300; i++) {
+		if (i % 2)
+			weft_fiber_yield();
+		else
+			weft_fiber_sleep_until(weft_deadline_in(WEFT_USEC(50)));
+	}
+}
+
+TEST_TIMEOUT(fiber_pinned_stays_on_its_thread, 60)
+{
+	weft_sched *s = mk(2);
+	atomic_store(&counter, 0);
+	for (int i = 0; i < 20; i++)
+		ASSERT_OK(weft_spawn(weft_sched_root(s), churn_fn, NULL, NULL, NULL));
+	for (int i = 0; i < 8; i++)
+		ASSERT_OK(weft_spawn(weft_sched_root(s), pinned_fn, NULL,
+		                     &(weft_spawn_opts){.pinned = true}, NULL));
+	join_all(s);
+	ASSERT_EQ(atomic_load(&counter), 8);
+	weft_sched_destroy(s);
+}
+
+/* ---- caps ---------------------------------------------------------------------------------------
+ */
+
+TEST(fiber_max_fibers_is_enforced)
+{
+	weft_sched *s = NULL;
+	ASSERT_OK(weft_sched_create(&s, &(weft_sched_opts){.threads = 1, .max_fibers = 10}));
+	static _Atomic int r[10];
+	for (int i = 0; i < 10; i++)
+		ASSERT_OK(weft_spawn(weft_sched_root(s), forever_fn, &r[i], NULL, NULL));
+	ASSERT_ERR(weft_spawn(weft_sched_root(s), noop, NULL, NULL, NULL), -EAGAIN);
+	ASSERT_EQ(weft_scope_fibers(weft_sched_root(s)), 10);
+	weft_sched_destroy(s);
+}
+
+/* ---- stacks
+ * -------------------------------------------------------------------------------------- */
+
+static void sleep_long(void *arg)
+{
+	(void)arg;
+	weft_fiber_sleep_until(WEFT_FOREVER);
+}
+
+TEST(fiber_guard_budget_falls_back_to_canaries)
+{
+	/* each case runs in a fresh process: the budget is read at the first scheduler */
+	setenv("WEFT_FIBER_GUARD_BUDGET", "10", 1);
+	weft_sched *s = mk(2);
+	for (int i = 0; i < 50; i++)
+		ASSERT_OK(weft_spawn(weft_sched_root(s), sleep_long, NULL, NULL, NULL));
+	weft_sched_stats st;
+	ASSERT_OK(weft_sched_stats_get(s, &st));
+	ASSERT_EQ(st.guarded_stacks, 10);
+	ASSERT_EQ(st.canary_stacks, 40);
+	weft_sched_destroy(s);
+
+	/* GUARD_ALWAYS refuses past the budget (the budget is used up by nobody now: 10 free) */
+	ASSERT_OK(weft_sched_create(&s,
+	                            &(weft_sched_opts){.threads = 1, .guard = WEFT_GUARD_ALWAYS}));
+	int ok = 0, r;
+	while ((r = weft_spawn(weft_sched_root(s), sleep_long, NULL, NULL, NULL)) == 0 && ok < 100)
+		ok++;
+	ASSERT_EQ(ok, 10);
+	ASSERT_ERR(r, -ENOMEM);
+	weft_sched_destroy(s);
+	unsetenv("WEFT_FIBER_GUARD_BUDGET");
+}
+
+static char overflow_log[512];
+
+static int deep(int n)
+{
+	volatile char pad[512];
+	for (int i = 0; i < 512; i++) /* every byte written: the canary cannot be skipped over */
+		pad[i] = (char)n;
+	if (n == 0)
+		return pad[0];
+	return deep(n - 1) + pad[0];
+}
+
+static void overflow_fn(void *arg)
+{
+	(void)arg;
+	weft_fiber_set_name("deep-diver");
+	deep(1000); /* ~600 KB of frames on a 64 KiB stack */
+}
+
+/* The canary case: the overflow stays a few KiB deep (in the memory below the stack), and the
+ * next switch finds the canary gone. */
+static void canary_fn(void *arg)
+{
+	(void)arg;
+	weft_fiber_set_name("canary-crusher");
+	deep(140); /* ~72 KiB */
+	weft_fiber_yield();
+}
+
+static void overflow_child(void *arg)
+{
+	int fd = open(overflow_log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	dup2(fd, 2);
+	close(fd);
+	int guard = (int)(intptr_t)arg;
+	weft_sched *s = NULL;
+	if (weft_sched_create(&s, &(weft_sched_opts){.threads = 1, .guard = guard}) < 0)
+		_exit(3);
+	weft_spawn(weft_sched_root(s), guard == WEFT_GUARD_NEVER ? canary_fn : overflow_fn, NULL,
+	           NULL, NULL);
+	weft_scope_join(weft_sched_root(s), weft_deadline_in(WEFT_SEC(20)));
+	_exit(4); /* not reached: the overflow aborts */
+}
+
+static void check_overflow(int guard, const char *name, const char *how)
+{
+	snprintf(overflow_log, sizeof(overflow_log), "%s/overflow.log", th_tmpdir());
+	pid_t pid = th_spawn_fn(overflow_child, (void *)(intptr_t)guard);
+	int st = th_stop(pid, 0, 30);
+	char *log = th_read_file(overflow_log);
+	ASSERT_NOT_NULL(log);
+	/* ASan sees a canary stack's overflow first (the stack is heap memory to it); TSan has a
+	 * SIGSEGV handler of its own that names a stack overflow */
+	if (st != 0 && (strstr(log, "AddressSanitizer: heap-buffer-overflow") ||
+	                strstr(log, "ThreadSanitizer: stack-overflow"))) {
+		free(log);
+		return;
+	}
+	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT)
+		FAIL("wait status 0x%x; the child wrote: %s", st, log);
+	ASSERT_CONTAINS(log, "overflowed its 65536-byte stack");
+	ASSERT_CONTAINS(log, name);
+	ASSERT_CONTAINS(log, how);
+	free(log);
+}
+
+TEST_TIMEOUT(fiber_overflow_hits_the_guard_page, 40)
+{
+	check_overflow(WEFT_GUARD_ALWAYS, "deep-diver", "guard page");
+}
+
+TEST_TIMEOUT(fiber_overflow_trips_the_canary, 40)
+{
+	check_overflow(WEFT_GUARD_NEVER, "canary-crusher", "canary");
+}
+
+/* ---- dump and metrics
+ * ------------------------------------------------------------------------------ */
+
+static void named_sleeper(void *arg)
+{
+	if (weft_fiber_sleep_until(WEFT_FOREVER) == 0) /* not a tail call: its frame stays */
+		*(int *)arg = 1;
+}
+
+TEST(fiber_dump_lists_fibers_with_stacks)
+{
+	weft_sched *s = NULL;
+	ASSERT_OK(weft_sched_create(&s, &(weft_sched_opts){.threads = 2, .name = "dumptest"}));
+	for (int i = 0; i < 3; i++)
+		ASSERT_OK(weft_spawn(weft_sched_root(s), named_sleeper, &(int){0},
+		                     &(weft_spawn_opts){.name = "sleepy"}, NULL));
+	static int flag;
+	ASSERT_OK(weft_spawn(weft_sched_root(s), named_sleeper, &flag, NULL, NULL));
+	for (int tries = 0; tries < 2000; tries++) {
+		weft_sched_stats st;
+		ASSERT_OK(weft_sched_stats_get(s, &st));
+		if (st.runnable == 0)
+			break;
+		usleep(1000);
+	}
+	usleep(20000);
+	char *text;
+	size_t len;
+	ASSERT_OK(weft_fiber_dump(&text, &len));
+	ASSERT_EQ(strlen(text), len);
+	ASSERT_CONTAINS(text, "4 fibers in 1 schedulers");
+	ASSERT_CONTAINS(text, "\"sleepy\" waiting on sleep for");
+	ASSERT_CONTAINS(text, "sched \"dumptest\"");
+	/* the unnamed one is named by its function; stacks show the function parked */
+	ASSERT_CONTAINS(text, "\"named_sleeper+0x0\"");
+	ASSERT_CONTAINS(text, "#1");
+	ASSERT_CONTAINS(text, "named_sleeper+");
+	ASSERT_CONTAINS(text, "spawned at th_case_fiber_dump_lists_fibers_with_stacks+");
+	free(text);
+	weft_sched_destroy(s);
+}
+
+TEST(fiber_metrics_are_exported)
+{
+	weft_metrics *m;
+	ASSERT_OK(weft_metrics_create(&m, NULL));
+	weft_sched *s = NULL;
+	ASSERT_OK(weft_sched_create(&s,
+	                            &(weft_sched_opts){.threads = 1, .name = "m1", .metrics = m}));
+	ASSERT_ERR(weft_sched_create(&(weft_sched *){NULL},
+	                             &(weft_sched_opts){.threads = 1, .name = "m1", .metrics = m}),
+	           -EEXIST);
+	atomic_store(&counter, 0);
+	for (int i = 0; i < 100; i++)
+		ASSERT_OK(
+		        weft_spawn(weft_sched_root(s), count_fn, (void *)(intptr_t)1, NULL, NULL));
+	join_all(s);
+	char *text = th_wait_for_metrics(m, "weft_fibers_spawned{sched=\"m1\"} 100", 5);
+	ASSERT_CONTAINS(text, "weft_fibers_alive{sched=\"m1\"} 0");
+	ASSERT_CONTAINS(text, "weft_fiber_switches{sched=\"m1\"}");
+	ASSERT_CONTAINS(text, "weft_fiber_runnable_seconds_count{sched=\"m1\"}");
+	free(text);
+	weft_sched_destroy(s);
+	ASSERT_EQ(weft_metrics_size(m), 0);
+	weft_metrics_destroy(m);
+}
+
+/* ---- fault injection ----------------------------------------------------------------------------
+ */
+
+TEST(fiber_create_and_spawn_under_fault_injection)
+{
+	weft_metrics *m;
+	ASSERT_OK(weft_metrics_create(&m, NULL));
+	int r = -1;
+	for (long n = 1; n < 200 && r != 0; n++) {
+		weft_sched *s = NULL;
+		weft__fault_arm(WEFT__FAULT_ALLOC, n, false);
+		r = weft_sched_create(&s, &(weft_sched_opts){.threads = 2, .metrics = m});
+		weft__fault_arm(WEFT__FAULT_ALLOC, 0, false);
+		if (r == 0) {
+			weft_sched_destroy(s);
+		} else {
+			ASSERT_ERR(r, -ENOMEM);
+			ASSERT_NULL(s);
+			ASSERT_EQ(weft_metrics_size(m), 0);
+		}
+	}
+	ASSERT_OK(r);
+	/* thread start failure */
+	weft_sched *s = NULL;
+	weft__fault_arm(WEFT__FAULT_THREAD, 2, false);
+	ASSERT_ERR(weft_sched_create(&s, &(weft_sched_opts){.threads = 2, .metrics = m}), -EAGAIN);
+	weft__fault_arm(WEFT__FAULT_THREAD, 0, false);
+	/* a spawn whose stack cannot be had */
+	ASSERT_OK(weft_sched_create(&s, &(weft_sched_opts){.threads = 1, .metrics = m}));
+	weft__fault_arm(WEFT__FAULT_ALLOC, 1, false);
+	ASSERT_ERR(weft_spawn(weft_sched_root(s), noop, NULL, NULL, NULL), -ENOMEM);
+	weft__fault_arm(WEFT__FAULT_ALLOC, 0, false);
+	ASSERT_EQ(weft_scope_fibers(weft_sched_root(s)), 0);
+	ASSERT_OK(weft_spawn(weft_sched_root(s), noop, NULL, NULL, NULL));
+	weft_sched_destroy(s);
+	weft_metrics_destroy(m);
+}
+
+/* ---- fork
+ * ------------------------------------------------------------------------------------------ */
+
+static void fork_child(void *arg)
+{
+	weft_sched *parent = arg;
+	if (!parent)
+		goto fresh;
+	/* the parent's scheduler is not this process's */
+	if (weft_spawn(weft_sched_root(parent), noop, NULL, NULL, NULL) != -ECHILD)
+		_exit(10);
+	if (weft_scope_join(weft_sched_root(parent), 0) != -ECHILD)
+		_exit(11);
+	/* freeing the copy (no threads to stop) takes its series out of the registry, so the
+	 * name can be used again */
+	weft_sched_destroy(parent);
+fresh:;
+	/* a fresh one works */
+	weft_sched *s = NULL;
+	if (weft_sched_create(&s, &(weft_sched_opts){.threads = 2}) != 0)
+		_exit(12);
+	atomic_store(&counter, 0);
+	for (int i = 0; i < 1000; i++)
+		if (weft_spawn(weft_sched_root(s), count_fn, (void *)(intptr_t)1, NULL, NULL) != 0)
+			_exit(13);
+	int r = weft_scope_join(weft_sched_root(s), weft_deadline_in(WEFT_SEC(20)));
+	if (r != 0) {
+		fprintf(stderr, "fork child: join gave %d\n", r);
+		_exit(14);
+	}
+	if (atomic_load(&counter) != 1000)
+		_exit(15);
+	weft_sched_destroy(s);
+	_exit(0);
+}
+
+TEST_TIMEOUT(fiber_fork_child_builds_a_fresh_scheduler, 40)
+{
+	weft_sched *s = mk(2);
+	static _Atomic int r[4];
+	for (int i = 0; i < 4; i++)
+		ASSERT_OK(weft_spawn(weft_sched_root(s), forever_fn, &r[i], NULL, NULL));
+#if defined(__SANITIZE_THREAD__)
+	/* TSan cannot follow a child that starts threads after a multi-threaded fork (its thread
+	 * registry keeps the parent's threads): here the parent's scheduler ends before the fork,
+	 * and the child checks only that a fresh scheduler works */
+	weft_sched_destroy(s);
+	s = NULL;
+#endif
+	pid_t pid = th_spawn_fn(fork_child, s);
+	int st = th_stop(pid, 0, 30);
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_EQ(WEXITSTATUS(st), 0);
+	weft_sched_destroy(s);
+}
