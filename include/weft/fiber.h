@@ -95,7 +95,8 @@ typedef struct weft_sched_opts {
 	                       WEFT_FIBERS_DEFAULT_MAX; at most WEFT_FIBERS_MAX */
 	int guard;          /* enum weft_sched_guard */
 	unsigned flags;     /* WEFT_SCHED_* */
-	size_t stack_cache; /* bytes of free stacks each worker keeps for reuse; 0: 4 MiB */
+	size_t stack_cache; /* bytes of free stacks (mapped, not resident) each worker keeps for
+	                       reuse, and the spare list as much again per worker; 0: 64 MiB */
 	weft_metrics
 	        *metrics; /* registry for the scheduler's series; NULL: weft_metrics_global() */
 } weft_sched_opts;

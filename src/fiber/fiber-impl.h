@@ -55,6 +55,7 @@ struct weft__fiber {
 	_Atomic int nocancel;       /* the current wait ignores cancellation */
 	weft__fiber *next;          /* run queues' intrusive links (injection queue, inbox) */
 	worker *home;               /* pinned: the worker it stays on once it has run */
+	worker *cur;                /* the worker it runs on (or last ran on) */
 	bool pinned;
 	bool requeue;    /* finish_switch puts it back in a run queue (a yield) */
 	uint64_t canary; /* the value at stack.lo (canary stacks) */
@@ -148,7 +149,8 @@ struct worker {
 	/* counters, written by this worker only (relaxed), summed by readers */
 	_Atomic uint64_t switches, steals, spawned;
 	_Atomic uint64_t high_water;
-	uint64_t tick; /* schedule calls, for the periodic checks */
+	uint64_t high_water_seen; /* the same, the owner's copy */
+	uint32_t countdown;       /* schedule calls until the periodic checks (find_periodic) */
 	uint64_t rng;
 
 	void *altstack;
@@ -209,6 +211,12 @@ struct weft_sched {
 
 	_Atomic long guarded, canaried; /* stacks now */
 
+	/* free stacks of the default size beyond the workers' caches, for spawns from plain
+	 * threads and workers whose cache is empty (stack.c) */
+	weft__spin spare_lock;
+	weft__stack *spare;
+	size_t spare_bytes;
+
 	/* metrics */
 	weft_metrics *metrics;
 	void *series[12];
@@ -221,6 +229,7 @@ struct weft_sched {
 
 /* sched.c */
 extern _Thread_local worker *weft__tls_worker;
+extern _Thread_local weft__fiber *weft__tls_fiber; /* the fiber this thread runs, or NULL */
 void weft__ready(weft_sched *s, weft__fiber *f, enum weft__ready_how how);
 void weft__fatal(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 uint64_t weft__fork_gen(void);
@@ -246,6 +255,7 @@ static inline bool weft__canary_ok(const weft__fiber *f)
 int weft__stack_get(weft_sched *s, worker *w, size_t size, weft__stack *ret);
 void weft__stack_put(weft_sched *s, worker *w, weft__stack *st);
 void weft__stack_cache_free(weft_sched *s, worker *w);
+void weft__stack_spare_free(weft_sched *s);
 int weft__stack_init_process(void);
 int weft__stack_altstack(worker *w);
 void weft__stack_altstack_free(worker *w);

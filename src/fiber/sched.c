@@ -98,6 +98,7 @@
 #endif
 
 _Thread_local worker *weft__tls_worker __attribute__((tls_model("initial-exec")));
+_Thread_local weft__fiber *weft__tls_fiber __attribute__((tls_model("initial-exec")));
 
 static _Atomic uint64_t next_fiber_id;
 static _Atomic uint64_t fork_gen;
@@ -480,20 +481,36 @@ static void finish_switch(worker *w)
 	bool requeue = p->requeue;
 	p->requeue = false;
 	atomic_store_explicit(&p->on_cpu, 0, memory_order_release);
-	if (requeue)
-		ready_on(w->s, w, p, WEFT__READY_QUEUE);
+	if (requeue) {
+		/* a yield: it swapped places with the fiber now running, so there is no more work
+		 * than before for an idle worker to wake for (no wake_if_needed, no fence) */
+		atomic_store_explicit(&p->state, WEFT_FIBER_RUNNABLE, memory_order_relaxed);
+		if (p->pinned && p->home)
+			ready_on(w->s, w, p, WEFT__READY_QUEUE);
+		else
+			runq_put(w, p);
+	}
 }
 
-static void check_stack(worker *w, weft__fiber *f, const char *sp)
+__attribute__((noinline, cold)) static void stack_bad(weft__fiber *f, const char *sp)
 {
-	if (weft__unlikely(sp < f->stack.lo))
+	if (sp < f->stack.lo)
 		weft__stack_overflow_report(f, "its stack pointer is below the stack");
-	if (!f->stack.guarded && weft__unlikely(!weft__canary_ok(f)))
-		weft__stack_overflow_report(
-		        f, "the canary at the bottom of its stack was overwritten");
+	weft__stack_overflow_report(f, "the canary at the bottom of its stack was overwritten");
+}
+
+/* At every switch away from f: the stack pointer inside the stack, the canary intact (canary
+ * stacks), and the high-water mark. */
+static inline void check_stack(worker *w, weft__fiber *f, const char *sp)
+{
+	if (weft__unlikely(sp < f->stack.lo) ||
+	    (!f->stack.guarded && weft__unlikely(!weft__canary_ok(f))))
+		stack_bad(f, sp);
 	uint64_t depth = (uint64_t)(f->stack.hi - sp);
-	if (depth > atomic_load_explicit(&w->high_water, memory_order_relaxed))
+	if (weft__unlikely(depth > w->high_water_seen)) {
+		w->high_water_seen = depth;
 		atomic_store_explicit(&w->high_water, depth, memory_order_relaxed);
+	}
 }
 
 /* Switch on worker w from `from` (a fiber, or NULL: the loop) to `to` (a fiber, or NULL: w's
@@ -514,9 +531,12 @@ static worker *switch_ctx(worker *w, weft__fiber *from, weft__fiber *to, bool fr
 		}
 		atomic_store_explicit(&to->on_cpu, 1, memory_order_relaxed);
 		atomic_store_explicit(&to->state, WEFT_FIBER_RUNNING, memory_order_relaxed);
-		atomic_store_explicit(&to->worker_index, w->index, memory_order_relaxed);
-		if (to->pinned && !to->home)
-			to->home = w;
+		if (to->cur != w) {
+			to->cur = w;
+			atomic_store_explicit(&to->worker_index, w->index, memory_order_relaxed);
+			if (to->pinned && !to->home)
+				to->home = w;
+		}
 		if (weft__unlikely(to->ready_at)) {
 			weft_hist_record(s->runnable_hist, weft_now() - to->ready_at);
 			to->ready_at = 0;
@@ -526,6 +546,7 @@ static worker *switch_ctx(worker *w, weft__fiber *from, weft__fiber *to, bool fr
 		dst = w->loop_sp;
 	}
 	w->current = to;
+	weft__tls_fiber = to; /* this thread runs `to` next */
 	if (from)
 		check_stack(w, from, (const char *)__builtin_frame_address(0));
 	w->prev = from;
@@ -542,22 +563,29 @@ static worker *switch_ctx(worker *w, weft__fiber *from, weft__fiber *to, bool fr
 }
 
 /* Owner: the next fiber to run from what is local (no stealing). */
-static weft__fiber *find_local(worker *w)
+/* Every 61 schedule calls: timers due on any heap, and the injection queue first (so neither a
+ * busy local queue nor a busy injection queue can starve the other). */
+__attribute__((noinline)) static weft__fiber *find_periodic(worker *w)
 {
 	weft_sched *s = w->s;
-	weft__fiber *f;
-	w->tick++;
-	if ((w->tick & 63) == 0) {
-		int64_t now = weft_now();
-		for (int i = 0; i < s->nworkers; i++) {
-			timer_heap *h = &s->workers[(w->index + i) % s->nworkers].timers;
-			if (atomic_load_explicit(&h->next, memory_order_relaxed) <= now)
-				weft__timers_run(s, h, now);
-		}
+	w->countdown = 61;
+	int64_t now = weft_now();
+	for (int i = 0; i < s->nworkers; i++) {
+		timer_heap *h = &s->workers[(w->index + i) % s->nworkers].timers;
+		if (atomic_load_explicit(&h->next, memory_order_relaxed) <= now)
+			weft__timers_run(s, h, now);
 	}
-	if ((w->tick % 61) == 0 && (f = inject_get(s, w)))
+	return inject_get(s, w);
+}
+
+/* Owner: the next fiber to run from what is local (no stealing). */
+static inline weft__fiber *find_local(worker *w)
+{
+	weft__fiber *f;
+	if (weft__unlikely(--w->countdown == 0) && (f = find_periodic(w)))
 		return f;
-	if ((f = inbox_get(w)))
+	if (weft__unlikely(atomic_load_explicit(&w->inbox_n, memory_order_acquire)) &&
+	    (f = inbox_get(w)))
 		return f;
 	f = atomic_load_explicit(&w->runnext, memory_order_relaxed);
 	if (f && atomic_compare_exchange_strong_explicit(
@@ -565,10 +593,9 @@ static weft__fiber *find_local(worker *w)
 		return f;
 	if ((f = runq_get(w)))
 		return f;
-	return inject_get(s, w);
+	return inject_get(w->s, w);
 }
 
-/* The running fiber `self` gives its worker up: to the next local fiber, or to the loop. */
 /* From a fiber, switch only to a fiber whose context is saved: one still on its way out on another
  * worker goes to this worker's loop, which first completes our own switch-out and only then waits
  * for it. (Two fibers each claimed while parking, each queued on the other's worker, would
@@ -745,6 +772,7 @@ static void *worker_main(void *arg)
 	}
 	weft__stack_altstack_free(w);
 	weft__tls_worker = NULL;
+	weft__tls_fiber = NULL;
 	return NULL;
 }
 
@@ -753,8 +781,7 @@ static void *worker_main(void *arg)
 
 weft__fiber *weft__fiber_self(void)
 {
-	worker *w = tls_worker();
-	return w ? w->current : NULL;
+	return weft__tls_fiber;
 }
 
 bool weft__fiber_cancelled(const weft__fiber *f)
@@ -762,6 +789,7 @@ bool weft__fiber_cancelled(const weft__fiber *f)
 	return atomic_load_explicit(&f->cancelled, memory_order_acquire) != 0;
 }
 
+/* The start of a wait, for dumps: the coarse clock (about 5 ns, a jiffy's resolution). */
 static int64_t coarse_now(void)
 {
 	struct timespec ts;
@@ -779,13 +807,8 @@ uint64_t weft__wait_begin(weft__fiber *self, int reason, const void *obj)
 	self->wait_obj = obj;
 	atomic_store_explicit(&self->wait_reason, reason, memory_order_relaxed);
 	atomic_store_explicit(&self->nocancel, nocancel, memory_order_relaxed);
+	/* fiber side of the cancellation pair, step 1; step 2 is in weft__wait_park */
 	atomic_store_explicit(&self->wait_word, seq << 2 | WAIT_WAITING, memory_order_seq_cst);
-	if (!nocancel && atomic_load_explicit(&self->cancelled, memory_order_seq_cst)) {
-		if (!weft__wait_abandon(self, seq))
-			weft__wait_park(self, seq, WEFT_FOREVER); /* absorb the canceller's claim */
-		atomic_store_explicit(&self->wait_reason, WEFT_WAIT_NONE, memory_order_relaxed);
-		return 0;
-	}
 	return seq;
 }
 
@@ -813,8 +836,18 @@ bool weft__wake_claim(weft__fiber *f, uint64_t tok, int result)
 
 int weft__wait_park(weft__fiber *self, uint64_t tok, int64_t deadline)
 {
-	worker *w = tls_worker();
-	WEFT__ASSERT(w && w->current == self);
+	worker *w = self->cur; /* it runs: cur is its worker */
+	WEFT__ASSERT(w->current == self);
+	/* fiber side of the cancellation pair, step 2: a cancel that came before our WAITING was
+	 * published did not claim; claim for it (a claim by anyone else wins over ours: park to
+	 * collect it) */
+	if (weft__unlikely(atomic_load_explicit(&self->cancelled, memory_order_seq_cst)) &&
+	    !atomic_load_explicit(&self->nocancel, memory_order_relaxed) &&
+	    weft__wake_claim(self, tok, -ECANCELED)) {
+		atomic_store_explicit(&self->wait_word, tok << 2 | WAIT_NONE, memory_order_relaxed);
+		atomic_store_explicit(&self->wait_reason, WEFT_WAIT_NONE, memory_order_relaxed);
+		return -ECANCELED;
+	}
 	if (deadline != WEFT_FOREVER) {
 		if (deadline <= weft_now()) {
 			if (weft__wake_claim(self, tok, -ETIMEDOUT)) {
@@ -831,7 +864,8 @@ int weft__wait_park(weft__fiber *self, uint64_t tok, int64_t deadline)
 	atomic_store_explicit(&self->wait_since, coarse_now(), memory_order_relaxed);
 	atomic_store_explicit(&self->state, WEFT_FIBER_WAITING, memory_order_relaxed);
 	fiber_switch_out(w, self, false);
-	weft__timer_del(self);
+	if (atomic_load_explicit(&self->timer_heap, memory_order_acquire))
+		weft__timer_del(self);
 	atomic_store_explicit(&self->wait_word, tok << 2 | WAIT_NONE, memory_order_relaxed);
 	atomic_store_explicit(&self->wait_reason, WEFT_WAIT_NONE, memory_order_relaxed);
 	return self->wake_result;
@@ -840,13 +874,12 @@ int weft__wait_park(weft__fiber *self, uint64_t tok, int64_t deadline)
 void weft__wake_ready(weft__fiber *f, enum weft__ready_how how)
 {
 	weft_sched *s = f->sched;
-	worker *w = tls_worker();
+	weft__fiber *self = weft__tls_fiber;
+	worker *w = self ? self->cur : tls_worker();
 	if (w && w->s != s)
 		w = NULL;
-	if (how == WEFT__READY_SWITCH && w && w->current &&
-	    !(f->pinned && f->home && f->home != w)) {
+	if (how == WEFT__READY_SWITCH && self && w && !(f->pinned && f->home && f->home != w)) {
 		/* hand the worker over: f runs now, the waker next */
-		weft__fiber *self = w->current;
 		atomic_store_explicit(&f->state, WEFT_FIBER_RUNNABLE, memory_order_relaxed);
 		if (self->pinned) {
 			self->requeue = true;
@@ -879,10 +912,10 @@ static void fiber_release(worker *w, weft__fiber *f)
 static _Noreturn void fiber_exit(weft__fiber *f)
 {
 	/* before the scope hears of the exit: an overflow must not pass for a clean finish */
-	check_stack(tls_worker(), f, (const char *)__builtin_frame_address(0));
+	check_stack(f->cur, f, (const char *)__builtin_frame_address(0));
 	weft__scope_detach(f);
 	atomic_store_explicit(&f->state, WEFT_FIBER_DEAD, memory_order_relaxed);
-	worker *w = tls_worker();
+	worker *w = f->cur;
 	fiber_switch_out(w, f, true);
 	__builtin_unreachable();
 }
@@ -994,16 +1027,17 @@ fail_alive:
 
 int weft_fiber_yield(void)
 {
-	worker *w = tls_worker();
-	weft__fiber *self = w ? w->current : NULL;
+	weft__fiber *self = weft__tls_fiber;
 	if (!self)
 		return -EPERM;
-	check_stack(w, self, (const char *)__builtin_frame_address(0));
+	worker *w = self->cur;
 	weft__fiber *next = find_local(w);
 	if (next) {
 		self->requeue = true;
 		atomic_store_explicit(&self->state, WEFT_FIBER_RUNNABLE, memory_order_relaxed);
-		switch_ctx(w, self, direct_target(w, next), false);
+		switch_ctx(w, self, direct_target(w, next), false); /* checks the stack */
+	} else {
+		check_stack(w, self, (const char *)__builtin_frame_address(0));
 	}
 	return weft__fiber_cancelled(self) ? -ECANCELED : 0;
 }
@@ -1176,6 +1210,7 @@ static void atfork_child(void)
 {
 	atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed);
 	weft__tls_worker = NULL;
+	weft__tls_fiber = NULL;
 	weft__sched_list_after_fork();
 }
 
@@ -1219,6 +1254,7 @@ static void sched_free(weft_sched *s)
 			weft__timer_heap_free(&s->workers[i].timers);
 		}
 	}
+	weft__stack_spare_free(s);
 	metrics_fini(s);
 	weft__scope_free_root(s);
 	free(s->workers);
@@ -1257,7 +1293,7 @@ int weft_sched_create(weft_sched **ret, const weft_sched_opts *opts)
 	s->max_fibers = o.max_fibers ? o.max_fibers : WEFT_FIBERS_DEFAULT_MAX;
 	s->guard = o.guard;
 	s->flags = o.flags;
-	s->stack_cache = o.stack_cache ? o.stack_cache : (size_t)4 << 20;
+	s->stack_cache = o.stack_cache ? o.stack_cache : (size_t)64 << 20;
 	s->fork_gen = weft__fork_gen();
 	int r;
 	if (o.metrics) {
@@ -1276,6 +1312,7 @@ int weft_sched_create(weft_sched **ret, const weft_sched_opts *opts)
 		w->s = s;
 		w->index = i;
 		w->rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
+		w->countdown = 61;
 		atomic_store_explicit(&w->timers.next, INT64_MAX, memory_order_relaxed);
 	}
 	if ((r = weft__scope_init_root(s)) < 0)
@@ -1325,6 +1362,6 @@ weft_scope *weft_sched_root(weft_sched *s)
 
 weft_sched *weft_sched_current(void)
 {
-	worker *w = tls_worker();
-	return w && w->current ? w->s : NULL;
+	weft__fiber *self = weft__tls_fiber;
+	return self ? self->sched : NULL;
 }

@@ -139,12 +139,17 @@ int weft__scope_attach(weft_scope *sc, weft__fiber *f)
 static void scope_zero(weft_scope *sc)
 {
 	weft__spin_lock(&sc->join_lock);
-	struct join_waiter *j = sc->joiners;
+	struct join_waiter *j = sc->joiners, *next;
 	sc->joiners = NULL;
-	for (; j; j = j->next) {
+	for (; j; j = next) {
+		/* the record is on the joiner's stack: once it is readied it may return and reuse
+		 * that stack, so read everything first */
+		next = j->next;
+		weft__fiber *f = j->f;
+		uint64_t tok = j->tok;
 		j->linked = false;
-		if (weft__wake_claim(j->f, j->tok, 0))
-			weft__ready(sc->s, j->f, WEFT__READY_QUEUE);
+		if (weft__wake_claim(f, tok, 0))
+			weft__ready(sc->s, f, WEFT__READY_QUEUE);
 	}
 	weft__spin_unlock(&sc->join_lock);
 	atomic_fetch_add_explicit(&sc->join_seq, 1, memory_order_seq_cst);

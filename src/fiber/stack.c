@@ -24,9 +24,11 @@
  * mark). A canary finds an overflow after the fact, at the next switch, and only if the overflow
  * wrote over the canary word: it reports, it cannot prevent the damage.
  *
- * Caching. Each worker keeps freed stacks of the scheduler's default size and kind in a LIFO list,
- * up to opts.stack_cache bytes, so a spawn on a worker usually reuses a warm stack with no system
- * call; other sizes, and anything past the cap, are freed.
+ * Caching. Each worker keeps freed stacks of the scheduler's default size in a LIFO list, up to
+ * opts.stack_cache bytes, so a spawn on a worker usually reuses a warm stack with no system call
+ * and no lock; past that, a scheduler-wide spare list under a spin lock holds as much again per
+ * worker, for spawns from plain threads and for workers whose own cache ran dry. Other sizes, and
+ * anything past both caps, are freed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -237,30 +239,65 @@ static size_t usable(const weft__stack *st)
 
 int weft__stack_get(weft_sched *s, worker *w, size_t size, weft__stack *ret)
 {
-	if (w && w->cache && size == s->stack_size) {
-		weft__stack *c = w->cache;
-		w->cache = c->next_free;
-		w->cache_bytes -= c->map_size;
-		*ret = *c;
-		ret->next_free = NULL;
-		return 0;
+	if (size == s->stack_size) {
+		weft__stack *c = NULL;
+		if (w && w->cache) {
+			c = w->cache;
+			w->cache = c->next_free;
+			w->cache_bytes -= c->map_size;
+		} else {
+			weft__spin_lock(&s->spare_lock);
+			if ((c = s->spare)) {
+				s->spare = c->next_free;
+				s->spare_bytes -= c->map_size;
+			}
+			weft__spin_unlock(&s->spare_lock);
+		}
+		if (c) {
+			*ret = *c;
+			ret->next_free = NULL;
+			return 0;
+		}
 	}
 	return stack_new(s, size, ret);
 }
 
+/* The spare list holds as much as all the workers' caches together. */
 void weft__stack_put(weft_sched *s, worker *w, weft__stack *st)
 {
-	if (w && usable(st) >= s->stack_size && usable(st) < s->stack_size + page_size &&
-	    w->cache_bytes + st->map_size <= s->stack_cache) {
+	if (usable(st) >= s->stack_size && usable(st) < s->stack_size + page_size) {
 		/* the record lives where the fiber struct was, at the top */
 		weft__stack *c = (weft__stack *)(void *)st->hi;
 		*c = *st;
-		c->next_free = w->cache;
-		w->cache = c;
-		w->cache_bytes += st->map_size;
-		return;
+		if (w && w->cache_bytes + st->map_size <= s->stack_cache) {
+			c->next_free = w->cache;
+			w->cache = c;
+			w->cache_bytes += st->map_size;
+			return;
+		}
+		weft__spin_lock(&s->spare_lock);
+		if (s->spare_bytes + st->map_size <= s->stack_cache * (size_t)s->nworkers) {
+			c->next_free = s->spare;
+			s->spare = c;
+			s->spare_bytes += st->map_size;
+			c = NULL;
+		}
+		weft__spin_unlock(&s->spare_lock);
+		if (!c)
+			return;
 	}
 	stack_free(s, st);
+}
+
+void weft__stack_spare_free(weft_sched *s)
+{
+	while (s->spare) {
+		weft__stack *c = s->spare;
+		s->spare = c->next_free;
+		weft__stack st = *c;
+		stack_free(s, &st);
+	}
+	s->spare_bytes = 0;
 }
 
 void weft__stack_cache_free(weft_sched *s, worker *w)

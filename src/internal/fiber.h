@@ -25,7 +25,9 @@
  *
  * Cancellation and deadlines go through the same claim: the scope's cancel claims with
  * -ECANCELED, the timer with -ETIMEDOUT. weft__wait_begin itself returns 0 (no wait begun) when the
- * fiber is cancelled already; callers then return -ECANCELED without registering.
+ * fiber is cancelled already; callers then return -ECANCELED without registering. A cancel that
+ * comes after that check shows as -ECANCELED from weft__wait_park. weft__wait_begin never
+ * switches and takes no lock: it may be called under the object's lock.
  */
 #ifndef WEFT_INTERNAL_FIBER_H
 #define WEFT_INTERNAL_FIBER_H
