@@ -41,11 +41,12 @@
  * the spin; deadline passed -> -ETIMEDOUT; weft__wait_begin (never under a spin: it may switch
  * to absorb a racing cancel); take the spin and try again: done now -> release, weft__wait_abandon
  * (park once to absorb a cancel's claim if it lost), then finish; else queue the record, release,
- * park. The park returns the waker's result, or -ETIMEDOUT / -ECANCELED, after which the record
- * is unlinked under the spin if still linked. Races: a waker that pops a record whose claim fails
- * (its waiter timed out, was cancelled, or a select won elsewhere) drops it and goes on to the
- * next record, so a value is never handed to a waiter that will report a failure, and a waiter
- * that returns a value always got exactly one.
+ * park. The park returns the waker's result, or -ETIMEDOUT / -ECANCELED (or -ENOMEM when the
+ * scheduler could not arm the timer), after which the record is unlinked under the spin if still
+ * linked. Races: a waker that pops a record whose claim fails (its waiter timed out, was
+ * cancelled, or its select won elsewhere) drops it and goes on to the next record, so a value is
+ * never handed to a waiter that will report a failure, and a waiter that reports success got
+ * exactly one value (or gave exactly one away).
  *
  * Select. 1. Validate; collect the cases with a channel; shuffle their order (Fisher-Yates with a
  * thread-local xorshift64*: any fiber's draw is as good as any other's). 2. Lock every distinct
@@ -56,9 +57,12 @@
  * among the ready ones (no case starves). 4. None ready: deadline 0 or passed -> -ETIMEDOUT;
  * else release, weft__wait_begin, relock, try again, then queue one record per case, release,
  * park. 5. Woken (or not): relock, unlink every record still linked, release. The result
- * (SEL_CLOSED | index) came with the winning claim, and so did the data transfer.
- * A select keeps its records on the fiber's stack: about 48 bytes a case plus 9 (3.6 KiB for 64
- * cases): fibers that select over many cases need more than the 2 KiB minimum stack.
+ * (SEL_CLOSED | index) came with the winning claim, and so did the data transfer. A case on a
+ * closed channel is ready: a receive once the ring is drained, a send at once, both with -EPIPE
+ * in *ret_result (fiber.h says "else 0" for the send; a send that did not happen cannot be 0).
+ * A select keeps its records, its order and its lock list on the fiber's stack: about 60 bytes a
+ * case (3.8 KiB for 64 cases): fibers that select over many cases need more than the 2 KiB
+ * minimum stack.
  *
  * Memory orders: the spin's acquire/release orders everything in the channel and in the queued
  * records; the claim is the scheduler's CAS; data copied into a claimed waiter's buffer reaches
@@ -158,7 +162,7 @@ static int claim_result(const struct cwaiter *w, bool closed)
 
 /* Pops records until one's claim succeeds (its fiber cannot run before weft__wake_ready); records
  * whose claim fails are dropped. NULL if none is left. */
-static struct cwaiter *cq_take(struct cqueue *q, bool closed)
+static struct cwaiter *cq_take_slow(struct cqueue *q, bool closed)
 {
 	while (q->head) {
 		struct cwaiter *w = q->head;
@@ -167,6 +171,12 @@ static struct cwaiter *cq_take(struct cqueue *q, bool closed)
 			return w;
 	}
 	return NULL;
+}
+
+static inline struct cwaiter *cq_take(struct cqueue *q, bool closed)
+{
+	return q->head ? cq_take_slow(q, closed)
+	               : NULL; /* most queues are empty most of the time */
 }
 
 /* ---- the operations, under the spin -------------------------------------------------------- */

@@ -41,6 +41,7 @@ typedef struct weft__stack {
 	bool guarded;
 	bool mapped;                   /* mmap'd (guarded), else weft__malloc'd */
 	unsigned vg_id;                /* valgrind's stack id */
+	void *tsan_fiber;              /* TSan's state for the fibers that use it, reused */
 	struct weft__stack *next_free; /* in a cache */
 } weft__stack;
 

@@ -151,8 +151,7 @@ static inline void fence_seq_cst(weft_sched *s)
 #endif
 }
 
-/* ---- sanitizers: every switch is announced to ASan and TSan -----------------------------------
- */
+/* ---- sanitizers: every switch is announced to ASan and TSan ---------------------------------- */
 
 static inline void san_begin(worker *w, weft__fiber *from, weft__fiber *to, bool from_dead)
 {
@@ -181,8 +180,7 @@ static inline void san_end(worker *w, weft__fiber *self)
 	(void)self;
 }
 
-/* ---- run queues --------------------------------------------------------------------------------
- */
+/* ---- run queues ------------------------------------------------------------------------------ */
 
 static void inject_push(weft_sched *s, weft__fiber *first, weft__fiber *last, long n)
 {
@@ -330,8 +328,7 @@ static weft__fiber *inbox_get(worker *w)
 	return f;
 }
 
-/* ---- parking and waking workers -----------------------------------------------------------------
- */
+/* ---- parking and waking workers -------------------------------------------------------------- */
 
 static void idle_push(weft_sched *s, worker *w)
 {
@@ -418,8 +415,7 @@ static void stop_spinning(weft_sched *s, worker *w)
 		wake_if_needed(s);
 }
 
-/* ---- readying -----------------------------------------------------------------------------------
- */
+/* ---- readying -------------------------------------------------------------------------------- */
 
 static void ready_on(weft_sched *s, worker *w, weft__fiber *f, enum weft__ready_how how)
 {
@@ -462,8 +458,7 @@ void weft__ready(weft_sched *s, weft__fiber *f, enum weft__ready_how how)
 	ready_on(s, w, f, how);
 }
 
-/* ---- switching ----------------------------------------------------------------------------------
- */
+/* ---- switching ------------------------------------------------------------------------------- */
 
 static void fiber_release(worker *w, weft__fiber *f);
 
@@ -621,8 +616,8 @@ static worker *fiber_switch_out(worker *w, weft__fiber *self, bool dead)
 	return switch_ctx(w, self, direct_target(w, next), dead);
 }
 
-/* ---- the worker loop
- * ------------------------------------------------------------------------------ */
+/* ---- the worker loop ---------------------------------------------------------------------------
+ */
 
 static int64_t earliest_timer(weft_sched *s)
 {
@@ -776,8 +771,8 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-/* ---- the wait protocol
- * ------------------------------------------------------------------------------ */
+/* ---- the wait protocol -------------------------------------------------------------------------
+ */
 
 weft__fiber *weft__fiber_self(void)
 {
@@ -897,15 +892,13 @@ void weft__wake_ready(weft__fiber *f, enum weft__ready_how how)
 	ready_on(s, w, f, how == WEFT__READY_SWITCH ? WEFT__READY_NEXT : how);
 }
 
-/* ---- fibers
- * ------------------------------------------------------------------------------------------ */
+/* ---- fibers ------------------------------------------------------------------------------------
+ */
 
 static void fiber_release(worker *w, weft__fiber *f)
 {
-#if WEFT__TSAN
-	__tsan_destroy_fiber(f->tsan_fiber);
-#endif
 	weft__stack st = f->stack;
+	st.tsan_fiber = f->tsan_fiber; /* reused with the stack (stack.c) */
 	weft__stack_put(w->s, w, &st);
 }
 
@@ -996,14 +989,13 @@ __attribute__((noinline)) int weft_spawn(weft_scope *sc, weft_fiber_fn fn, void 
 	}
 	f->sp = weft__ctx_make(st.hi, fiber_entry, f);
 #if WEFT__TSAN
-	f->tsan_fiber = __tsan_create_fiber(0);
+	/* TSan's fiber state is costly to make (a system call or two): it goes with the stack */
+	f->tsan_fiber = st.tsan_fiber ? st.tsan_fiber : __tsan_create_fiber(0);
 #endif
 	f->id = atomic_fetch_add_explicit(&next_fiber_id, 1, memory_order_relaxed) + 1;
 	r = weft__scope_attach(sc, f);
 	if (r < 0) {
-#if WEFT__TSAN
-		__tsan_destroy_fiber(f->tsan_fiber);
-#endif
+		st.tsan_fiber = f->tsan_fiber;
 		weft__stack_put(s, w, &st);
 		goto fail_alive;
 	}
@@ -1106,8 +1098,8 @@ const char *weft_wait_reason_name(int reason)
 	return reason >= 0 && reason < WEFT_WAIT_COUNT_ ? names[reason] : "unknown";
 }
 
-/* ---- the scheduler
- * ------------------------------------------------------------------------------------ */
+/* ---- the scheduler -----------------------------------------------------------------------------
+ */
 
 static double g_alive(void *arg)
 {
@@ -1293,7 +1285,10 @@ int weft_sched_create(weft_sched **ret, const weft_sched_opts *opts)
 	s->max_fibers = o.max_fibers ? o.max_fibers : WEFT_FIBERS_DEFAULT_MAX;
 	s->guard = o.guard;
 	s->flags = o.flags;
-	s->stack_cache = o.stack_cache ? o.stack_cache : (size_t)64 << 20;
+	/* under TSan each cached stack keeps its TSan fiber, and TSan stops at 8,128 of those */
+	s->stack_cache = o.stack_cache ? o.stack_cache
+	                 : WEFT__TSAN  ? (size_t)4 << 20
+	                               : (size_t)64 << 20;
 	s->fork_gen = weft__fork_gen();
 	int r;
 	if (o.metrics) {

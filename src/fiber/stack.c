@@ -42,6 +42,16 @@
 #include "fiber-impl.h"
 #include "internal/alloc.h"
 
+#if WEFT__TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define WEFT__ASAN 1
+#include <sanitizer/asan_interface.h>
+#else
+#define WEFT__ASAN 0
+#endif
+
 #define FIBER_SPACE (((sizeof(weft__fiber) + 63) / 64) * 64)
 
 bool weft__on_valgrind;
@@ -216,6 +226,10 @@ static int stack_new(weft_sched *s, size_t size, weft__stack *ret)
 
 static void stack_free(weft_sched *s, weft__stack *st)
 {
+#if WEFT__TSAN
+	if (st->tsan_fiber)
+		__tsan_destroy_fiber(st->tsan_fiber);
+#endif
 #if WEFT__VALGRIND
 	VALGRIND_STACK_DEREGISTER(st->vg_id);
 #endif
@@ -237,6 +251,17 @@ static size_t usable(const weft__stack *st)
 	return (size_t)(st->hi - st->lo);
 }
 
+/* ASan keeps the poison of the frames a stack's last fiber left (or of whatever the memory was
+ * before it was ours): a stack handed out is clean. */
+static void unpoison(const weft__stack *st)
+{
+#if WEFT__ASAN
+	__asan_unpoison_memory_region(st->lo, (size_t)(st->hi - st->lo));
+#else
+	(void)st;
+#endif
+}
+
 int weft__stack_get(weft_sched *s, worker *w, size_t size, weft__stack *ret)
 {
 	if (size == s->stack_size) {
@@ -256,10 +281,14 @@ int weft__stack_get(weft_sched *s, worker *w, size_t size, weft__stack *ret)
 		if (c) {
 			*ret = *c;
 			ret->next_free = NULL;
+			unpoison(ret);
 			return 0;
 		}
 	}
-	return stack_new(s, size, ret);
+	int r = stack_new(s, size, ret);
+	if (r == 0)
+		unpoison(ret);
+	return r;
 }
 
 /* The spare list holds as much as all the workers' caches together. */

@@ -21,21 +21,27 @@
  * weft__wait_begin (never under a spin: it may switch, to absorb a cancel racing with it); take
  * the spin, try once more (ready now: weft__wait_abandon, after the spin) or append the record,
  * release the spin; park; if the park returns a failure (the timer's -ETIMEDOUT or the scope's
- * -ECANCELED), take the spin again and unlink the record if it is still linked. No spin is ever
- * held across a call that can switch (wait_begin, park, abandon's fallback park, a wake with
- * WEFT__READY_SWITCH). A waker, under the spin, pops records from the
- * head and calls weft__wake_claim(fiber, tok, 0) on each until one succeeds; a record whose claim
- * fails belongs to a waiter that timed out or was cancelled: it stays out of the list (the waiter
- * finds it unlinked) and is never touched again. The winner is made runnable with
+ * -ECANCELED; or -ENOMEM when the scheduler could not arm the timer), take the spin again and
+ * unlink the record if it is still linked. No spin is ever held across a call that can switch
+ * (wait_begin, park, abandon's fallback park, a wake with WEFT__READY_SWITCH).
+ *
+ * Waking. A waker, under the spin, pops records from the head and calls
+ * weft__wake_claim(fiber, tok, 0) on each until one succeeds; a record whose claim fails belongs to
+ * a waiter that timed out or was cancelled: it stays out of the list (the waiter finds it
+ * unlinked) and is never touched again. The winner is made runnable with
  * weft__wake_ready(.., WEFT__READY_QUEUE) after the spin is released (several winners are chained
- * through their records' `next`, read before each wake: a woken fiber's record may vanish at once).
+ * through their records' `next`, read before each wake: a woken fiber's record may vanish at
+ * once). From a plain thread this is the same: signal, broadcast, release, add and done need no
+ * fiber.
  *
  * Lifetime. A waker's last access to the object is its spin unlock; the woken fiber cannot run
  * before weft__wake_ready, which is given the saved fiber pointer, never the object. Nothing reads
  * the object outside the spin. So a fiber may free an object as soon as its own call on it returns
  * (a wait group on the waiter's stack is the common case).
  *
- * Mutex. Invariants, all under the spin:
+ * Mutex. The owner is recorded (a fiber): unlock by anyone else is -EPERM, a second lock by the
+ * owner -EDEADLK, and the mutex is fiber-only (a plain thread cannot own it). Invariants, all
+ * under the spin:
  *   M1. a record is in the list iff its `linked` is true;
  *   M2. head != NULL implies owner != NULL (waiters queue only behind an owner, and an unlock
  *       either hands over or finds the list empty), so a trylock never barges past a waiter and
@@ -48,9 +54,8 @@
  * wait word in the scheduler, decides every one of them; exactly one claim per wait succeeds):
  *
  *   1. unlock claims W, then W's timer (or cancel) fires: the timer's claim fails. W's park returns
- *      0 and W owns the lock (owner = W was stored under the spin before the unlocker released it).
- *      W returns 0, never -ETIMEDOUT: the lock cannot be left owned by a fiber that thinks it
- * failed.
+ *      0 and W owns the lock (owner = W was stored under the spin before the unlocker released
+ *      it). W returns 0, never -ETIMEDOUT: no lock is left owned by a fiber that thinks it failed.
  *   2. the timer (or cancel) claims W, then unlock pops W's record: the unlocker's claim fails; it
  *      drops the record and goes on to the next waiter, or sets owner = NULL if none is left. W's
  *      park returns -ETIMEDOUT; W takes the spin, finds its record unlinked, returns -ETIMEDOUT.
@@ -87,10 +92,10 @@
  * exist only while the count is above 0; a wait with the count at 0 returns at once.
  *
  * Memory orders. 1. The spin's acquire CAS and release store order every access to the object's
- * fields and to the records in its list. 2. The claim is the scheduler's CAS; the waker's stores
- * done after winning it (owner) are under the spin. 3. A woken fiber reads what its waker
- * wrote for it only after weft__wake_ready made it runnable (the scheduler's release/acquire on its
- * run queues), or under the spin.
+ * fields and to the records in its list. 2. The claim is the scheduler's CAS; the one store a waker
+ * makes after winning it (the mutex's owner) is under the spin. 3. A woken fiber reads what its
+ * waker wrote for it only after weft__wake_ready made it runnable (the scheduler's release and
+ * acquire on its run queues), or under the spin.
  */
 #define _GNU_SOURCE
 #include <sched.h>

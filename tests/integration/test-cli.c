@@ -74,6 +74,7 @@ TEST(tour_lists_and_rejects)
 	ASSERT_EQ(weft(&out, false, "tour", "--list", NULL), 0);
 	ASSERT_CONTAINS(out, "metrics ");
 	ASSERT_CONTAINS(out, "pool ");
+	ASSERT_CONTAINS(out, "fibers ");
 	free(out);
 	ASSERT_EQ(weft(&out, true, "tour", "nosuch", NULL), 2);
 	ASSERT_STR_EQ(out, "weft tour: no chapter named 'nosuch' (see `weft tour --list`)\n");
@@ -113,6 +114,19 @@ TEST_TIMEOUT(tour_pool_chapter_calls_the_runaway_and_fixes_it, 180)
 	ASSERT_CONTAINS(out, "smallest stable pool: 4 threads");
 	ASSERT_CONTAINS(out, "Resizing the pool to ");
 	ASSERT_CONTAINS(out, "shutdown drained cleanly");
+	ASSERT_CONTAINS(out, "Tour done: 1 chapter shown, 0 went wrong.");
+	free(out);
+}
+
+TEST_TIMEOUT(tour_fibers_chapter_runs_the_ring_beside_threads, 300)
+{
+	char *out;
+	ASSERT_EQ(weft(&out, true, "tour", "fibers", NULL), 0);
+	ASSERT_CONTAINS(out, "Chapter 1/1, fibers:");
+	ASSERT_CONTAINS(out, "fibers in ");
+	ASSERT_CONTAINS(out, "at the peak");
+	ASSERT_CONTAINS(out, "Side by side");
+	ASSERT_CONTAINS(out, "extrapolated from the ");
 	ASSERT_CONTAINS(out, "Tour done: 1 chapter shown, 0 went wrong.");
 	free(out);
 }

@@ -37,3 +37,15 @@ TEST_TIMEOUT(metrics_server_serves_and_reports, 60)
 	ASSERT_CONTAINS(out, "metrics-server: not-an-address: Invalid argument");
 	free(out);
 }
+
+TEST_TIMEOUT(fiber_pipeline_sums_and_its_deadline_cancels_it, 60)
+{
+	char *out;
+	ASSERT_EQ(run_example("fiber-pipeline", NULL, NULL, &out), 0);
+	/* run 1 ran to the end: n(n+1)(2n+1)/6 for n = 10,000 */
+	ASSERT_CONTAINS(out, "sum of squares = 333383335000 (expected 333383335000), 10000 values");
+	/* run 2 was stopped by its scope's deadline, with every stage cancelled */
+	ASSERT_CONTAINS(out, "scope cancelled after ");
+	ASSERT_CONTAINS(out, " fibers stopped with ECANCELED");
+	free(out);
+}

@@ -310,9 +310,8 @@ struct fifo_ctx {
 	weft_fmutex m;
 	int order[FIFO_N + 2];
 	int norder; /* under m */
-	int id;
-	int64_t deadline; /* for the waiter that times out */
 	_Atomic int results[FIFO_N];
+	_Atomic int go;
 	weft_waitgroup wg;
 };
 
@@ -330,6 +329,8 @@ static void fifo_waiter(void *arg)
 	atomic_store(&x->results[a->id], r == 0 ? 1 : r);
 	if (r == 0) {
 		x->order[x->norder++] = a->id;
+		if (a->id == 0) /* hold it until the main fiber has seen that it is held */
+			FIBER_WAIT_FOR(atomic_load(&x->go));
 		ASSERT_EQ(weft_fmutex_unlock(&x->m), 0);
 	} else {
 		ASSERT_ERR(r, -ETIMEDOUT);
@@ -358,6 +359,8 @@ static void fifo_main(void *arg)
 	ASSERT_EQ(weft_fmutex_unlock(&x->m), 0);
 	/* handed over, not released: no barging past the queue */
 	ASSERT_ERR(weft_fmutex_trylock(&x->m), -EBUSY);
+	ASSERT_ERR(weft_fmutex_unlock(&x->m), -EPERM);
+	atomic_store(&x->go, 1);
 	ASSERT_EQ(weft_waitgroup_wait(&x->wg, in_ms(20000)), 0);
 	ASSERT_EQ(weft_fmutex_lock(&x->m, WEFT_FOREVER), 0);
 	ASSERT_EQ(x->norder, FIFO_N - 1);
@@ -489,7 +492,8 @@ static void cancel_main(void *arg)
 	for (int k = 0; k < C_N; k++)
 		if (k != C_COND_HELD)
 			ASSERT_ERR(atomic_load(&x->result[k]), -ECANCELED);
-	/* the cancelled fcond_wait relocks uncancellably: it is still waiting for m3 */
+	/* the cancelled fcond_wait relocks uncancellably: it waits for m3, cancelled or not */
+	FIBER_WAIT_FOR(waiters(&x->m3) == 1);
 	(void)weft_fiber_sleep_until(in_ms(20));
 	ASSERT_EQ(atomic_load(&x->returned[C_COND_HELD]), 0);
 	ASSERT_EQ(waiters(&x->m3), 1);

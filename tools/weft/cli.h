@@ -33,6 +33,7 @@ struct tour_chapter {
 /* Chapters from each part, in tour order. */
 extern const struct tour_chapter tour_chapter_metrics;
 extern const struct tour_chapter tour_chapter_pool;
+extern const struct tour_chapter tour_chapter_fibers;
 
 /* Tour output helpers: a chapter heading, and an indented line. */
 void tour_heading(const char *title);

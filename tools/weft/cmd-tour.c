@@ -11,6 +11,7 @@
 static const struct tour_chapter *const chapters[] = {
         &tour_chapter_metrics,
         &tour_chapter_pool,
+        &tour_chapter_fibers,
 };
 #define NCHAPTERS (sizeof(chapters) / sizeof(chapters[0]))
 
