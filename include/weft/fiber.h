@@ -180,8 +180,13 @@ WEFT_API long weft_scope_fibers(const weft_scope *scope);
 /* ------------------------------------------------------------------------------------------------
  * Synchronization between fibers. The objects live in the caller's storage; all-zero bytes
  * (WEFT_FMUTEX_INIT and friends, or memset) are a valid initial state, so no init call is needed
- * and none can fail. They may only be used by fibers (of any scheduler in the process). Destroying
- * one with waiters is a bug; the *_destroy functions check and return -EBUSY.
+ * and none can fail. Waiting (lock, wait, acquire) is for fibers only (of any scheduler in the
+ * process); signal, broadcast, release, tryacquire, add, done and destroy also work from plain
+ * threads (trylock and unlock need a fiber: a mutex is owned by one). A waker never touches an
+ * object after waking its waiter, so the waiter may free it once its call returns. The
+ * *_destroy functions only check: -EBUSY while a fiber waits (or the mutex is held), else 0.
+ * A call that can finish without waiting does so even in a cancelled fiber (cleanup code can take
+ * a free mutex). Timed waits may also return -ENOMEM: no memory for the timer.
  */
 typedef struct weft_fmutex {
 	uint64_t opaque_[4];
@@ -291,9 +296,9 @@ typedef struct weft_select_case {
 
 /* Fiber only: wait until one of the cases can proceed, do it, and return its index. When several
  * are ready at once one is chosen uniformly at random (no case starves). A case on a closed
- * channel is ready: it is returned and, for a receive from a closed and empty channel, its result
- * is -EPIPE in *ret_result (may be NULL); else 0. -ETIMEDOUT (deadline 0 polls once), -ECANCELED,
- * -EINVAL (cases NULL, n 0 or > 64 or every chan NULL, a bad op). */
+ * channel is ready: it is returned with -EPIPE in *ret_result (may be NULL) for a send, or for a
+ * receive from a closed and empty channel; else 0 there. -ETIMEDOUT (deadline 0 polls once),
+ * -ECANCELED, -EINVAL (cases NULL, n 0 or > 64 or every chan NULL, a bad op). */
 #define WEFT_SELECT_MAX 64
 WEFT_API int weft_chan_select(weft_select_case *cases, int n, int64_t deadline, int *ret_result);
 

@@ -37,16 +37,14 @@
  * asks for). Other single wakes from a fiber use WEFT__READY_NEXT (the woken fiber runs next here,
  * cache-warm); close and any wake from a plain thread use WEFT__READY_QUEUE.
  *
- * Waiting (the protocol of src/internal/fiber.h). Fast path under the spin; would wait: release
- * the spin; deadline passed -> -ETIMEDOUT; weft__wait_begin (never under a spin: it may switch
- * to absorb a racing cancel); take the spin and try again: done now -> release, weft__wait_abandon
- * (park once to absorb a cancel's claim if it lost), then finish; else queue the record, release,
- * park. The park returns the waker's result, or -ETIMEDOUT / -ECANCELED (or -ENOMEM when the
- * scheduler could not arm the timer), after which the record is unlinked under the spin if still
- * linked. Races: a waker that pops a record whose claim fails (its waiter timed out, was
- * cancelled, or its select won elsewhere) drops it and goes on to the next record, so a value is
- * never handed to a waiter that will report a failure, and a waiter that reports success got
- * exactly one value (or gave exactly one away).
+ * Waiting (the protocol of src/internal/fiber.h), all in one hold of the spin: try; would wait:
+ * deadline passed -> -ETIMEDOUT; weft__wait_begin (it neither switches nor locks, so it may run
+ * under the spin); queue the record; release; park. The park returns the waker's result, or
+ * -ETIMEDOUT / -ECANCELED (or -ENOMEM when the scheduler could not arm the timer), after which the
+ * record is unlinked under the spin if still linked. Races: a waker that pops a record whose claim
+ * fails (its waiter timed out, was cancelled, or its select won elsewhere) drops it and goes on to
+ * the next record, so a value is never handed to a waiter that will report a failure, and a waiter
+ * that reports success got exactly one value (or gave exactly one away).
  *
  * Select. 1. Validate; collect the cases with a channel; shuffle their order (Fisher-Yates with a
  * thread-local xorshift64*: any fiber's draw is as good as any other's). 2. Lock every distinct
@@ -55,14 +53,13 @@
  * operations hold one spin only. 3. Try the cases in the shuffled order; the first one ready is
  * done: since the order is a uniform random permutation, the first ready case in it is uniform
  * among the ready ones (no case starves). 4. None ready: deadline 0 or passed -> -ETIMEDOUT;
- * else release, weft__wait_begin, relock, try again, then queue one record per case, release,
- * park. 5. Woken (or not): relock, unlink every record still linked, release. The result
- * (SEL_CLOSED | index) came with the winning claim, and so did the data transfer. A case on a
- * closed channel is ready: a receive once the ring is drained, a send at once, both with -EPIPE
- * in *ret_result (fiber.h says "else 0" for the send; a send that did not happen cannot be 0).
- * A select keeps its records, its order and its lock list on the fiber's stack: about 60 bytes a
- * case (3.8 KiB for 64 cases): fibers that select over many cases need more than the 2 KiB
- * minimum stack.
+ * else, still holding the spins, weft__wait_begin and one record per case; release; park. 5. Woken
+ * (or not): relock, unlink every record still linked, release. The result (SEL_CLOSED | index) came
+ * with the winning claim, and so did the data transfer. A case on a closed channel is ready: a
+ * receive once the ring is drained, a send at once, both with -EPIPE in *ret_result (fiber.h says
+ * "else 0" for the send; a send that did not happen cannot be 0). A select keeps its records, its
+ * order and its lock list on the fiber's stack: about 60 bytes a case (3.8 KiB for 64 cases):
+ * fibers that select over many cases need more than the 2 KiB minimum stack.
  *
  * Memory orders: the spin's acquire/release orders everything in the channel and in the queued
  * records; the claim is the scheduler's CAS; data copied into a claimed waiter's buffer reaches
@@ -273,15 +270,6 @@ static bool deadline_passed(int64_t deadline)
 	return deadline != WEFT_FOREVER && deadline <= weft_now();
 }
 
-/* The operation could be done after weft__wait_begin after all: end the wait without parking
- * (if a cancel claimed it first, park once to absorb that claim). Before `finish`: a wake with
- * WEFT__READY_SWITCH must not leave this fiber in a begun wait. */
-static void wait_undo(weft__fiber *self, uint64_t tok)
-{
-	if (!weft__wait_abandon(self, tok))
-		(void)weft__wait_park(self, tok, WEFT_FOREVER);
-}
-
 /* ---- create, destroy, close ----------------------------------------------------------------- */
 
 int weft_chan_create(weft_chan **ret, size_t elem_size, size_t capacity)
@@ -368,30 +356,27 @@ size_t weft__chan_waiters(weft_chan *ch, int op)
 
 /* The wait of weft_chan_send (op WEFT_SELECT_SEND) or weft_chan_recv, after the fast path found
  * the channel not ready and released the spin. */
+/* Called with the spin held, after the operation found it would wait; releases the spin. */
 static int chan_wait(weft_chan *ch, weft__fiber *self, int op, void *elem, int64_t deadline)
 {
 	bool send = op == WEFT_SELECT_SEND;
-	if (deadline_passed(deadline))
+	if (deadline_passed(deadline)) {
+		weft__spin_unlock(&ch->lock);
 		return -ETIMEDOUT;
+	}
+	/* weft__wait_begin neither switches nor locks: under the spin, nothing can change between
+	 * the failed try and the record being queued */
 	uint64_t tok = weft__wait_begin(self, send ? WEFT_WAIT_CHAN_SEND : WEFT_WAIT_CHAN_RECV, ch);
-	if (tok == 0)
+	if (tok == 0) {
+		weft__spin_unlock(&ch->lock);
 		return -ECANCELED;
-	struct finish fin = {0};
+	}
 	struct cwaiter w = {.fiber = self, .tok = tok, .elem = elem, .index = -1};
 	struct cqueue *q = send ? &ch->sendq : &ch->recvq;
-
-	weft__spin_lock(&ch->lock);
-	int r = send ? send_locked(ch, true, elem, &fin) : recv_locked(ch, true, elem, &fin);
-	if (r != -EAGAIN) {
-		weft__spin_unlock(&ch->lock);
-		wait_undo(self, tok);
-		finish(&fin);
-		return r;
-	}
 	cq_push(q, &w);
 	weft__spin_unlock(&ch->lock);
 
-	r = weft__wait_park(self, tok, deadline);
+	int r = weft__wait_park(self, tok, deadline);
 	WEFT__ASSERT(r <= 0);
 	if (r != 0 && r != -EPIPE) { /* the timer, the cancel (or -ENOMEM: no timer) */
 		weft__spin_lock(&ch->lock);
@@ -412,8 +397,8 @@ int weft_chan_send(weft_chan *ch, const void *elem, int64_t deadline)
 	struct finish fin = {0};
 	weft__spin_lock(&ch->lock);
 	int r = send_locked(ch, true, elem, &fin);
-	weft__spin_unlock(&ch->lock);
 	if (r != -EAGAIN) {
+		weft__spin_unlock(&ch->lock);
 		finish(&fin);
 		return r;
 	}
@@ -430,8 +415,8 @@ int weft_chan_recv(weft_chan *ch, void *elem, int64_t deadline)
 	struct finish fin = {0};
 	weft__spin_lock(&ch->lock);
 	int r = recv_locked(ch, true, elem, &fin);
-	weft__spin_unlock(&ch->lock);
 	if (r != -EAGAIN) {
+		weft__spin_unlock(&ch->lock);
 		finish(&fin);
 		return r;
 	}
@@ -559,23 +544,20 @@ int weft_chan_select(weft_select_case *cases, int n, int64_t deadline, int *ret_
 	int result = 0;
 	lock_all(&s);
 	int idx = sel_try(&s, &fin, &result);
-	unlock_all(&s);
-	if (idx >= 0)
-		goto done;
-	if (deadline_passed(deadline)) /* deadline 0: one poll */
-		return -ETIMEDOUT;
-	uint64_t tok = weft__wait_begin(self, WEFT_WAIT_SELECT, cases);
-	if (tok == 0)
-		return -ECANCELED;
-
-	struct cwaiter w[WEFT_SELECT_MAX];
-	lock_all(&s);
-	idx = sel_try(&s, &fin, &result);
 	if (idx >= 0) {
 		unlock_all(&s);
-		wait_undo(self, tok);
 		goto done;
 	}
+	if (deadline_passed(deadline)) { /* deadline 0: one poll */
+		unlock_all(&s);
+		return -ETIMEDOUT;
+	}
+	uint64_t tok = weft__wait_begin(self, WEFT_WAIT_SELECT, cases); /* no switch, no lock */
+	if (tok == 0) {
+		unlock_all(&s);
+		return -ECANCELED;
+	}
+	struct cwaiter w[WEFT_SELECT_MAX];
 	for (int k = 0; k < s.n; k++) {
 		weft_select_case *c = &cases[s.order[k]];
 		w[k] = (struct cwaiter){
