@@ -1285,10 +1285,11 @@ int weft_sched_create(weft_sched **ret, const weft_sched_opts *opts)
 	s->max_fibers = o.max_fibers ? o.max_fibers : WEFT_FIBERS_DEFAULT_MAX;
 	s->guard = o.guard;
 	s->flags = o.flags;
-	/* under TSan each cached stack keeps its TSan fiber, and TSan stops at 8,128 of those */
-	s->stack_cache = o.stack_cache ? o.stack_cache
-	                 : WEFT__TSAN  ? (size_t)4 << 20
-	                               : (size_t)64 << 20;
+	/* a smaller default under TSan, where each cached stack keeps its TSan fiber and TSan stops
+	 * at 8,128 of those, and under valgrind, whose table of mappings holds about 5,000 */
+	s->stack_cache = o.stack_cache                     ? o.stack_cache
+	                 : WEFT__TSAN || weft__on_valgrind ? (size_t)4 << 20
+	                                                   : (size_t)64 << 20;
 	s->fork_gen = weft__fork_gen();
 	int r;
 	if (o.metrics) {

@@ -740,7 +740,8 @@ fresh:;
 	for (int i = 0; i < 1000; i++)
 		if (weft_spawn(weft_sched_root(s), count_fn, (void *)(intptr_t)1, NULL, NULL) != 0)
 			_exit(13);
-	int r = weft_scope_join(weft_sched_root(s), weft_deadline_in(WEFT_SEC(20)));
+	int r = weft_scope_join(weft_sched_root(s),
+	                        weft_deadline_in((int64_t)(WEFT_SEC(20) * th_scale())));
 	if (r != 0) {
 		fprintf(stderr, "fork child: join gave %d\n", r);
 		_exit(14);
