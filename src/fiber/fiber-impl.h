@@ -154,6 +154,7 @@ struct worker {
 	uint32_t countdown;       /* schedule calls until the periodic checks (find_periodic) */
 	uint64_t rng;
 
+	weft_gauge *queue_gauge; /* weft_fiber_runqueue_length{worker="index"} */
 	void *altstack;
 	size_t altstack_size;
 };

@@ -55,7 +55,7 @@
  * while work may remain (the cascade ends when a spinner finds nothing and parks).
  *
  * Timers: one heap per worker (timer.c); a worker runs due timers of every heap in its loop and
- * every 64 schedule calls; an idle worker sleeps until the earliest deadline of all heaps. A timer
+ * every 61 schedule calls; an idle worker sleeps until the earliest deadline of all heaps. A timer
  * can be late while every worker runs fibers that never yield (the IO monitor reports those).
  *
  * Thread-locals across a switch: a fiber may resume on another thread. Code here reads the
@@ -1168,11 +1168,28 @@ static const struct {
          g_high_water},
 };
 
+/* A worker's run-queue length: its ring, its runnext slot and its inbox. */
+static double g_worker_queue(void *arg)
+{
+	worker *w = arg;
+	uint32_t h = atomic_load_explicit(&w->head, memory_order_relaxed);
+	uint32_t t = atomic_load_explicit(&w->tail, memory_order_relaxed);
+	return (double)((long)(uint32_t)(t - h) +
+	                (atomic_load_explicit(&w->runnext, memory_order_relaxed) != NULL) +
+	                atomic_load_explicit(&w->inbox_n, memory_order_relaxed));
+}
+
 static void metrics_fini(weft_sched *s)
 {
 	for (int i = 0; i < s->nseries; i++)
 		weft_metrics_remove(s->metrics, s->series[i]);
 	s->nseries = 0;
+	if (s->workers)
+		for (int i = 0; i < s->nworkers; i++)
+			if (s->workers[i].queue_gauge) {
+				weft_metrics_remove(s->metrics, s->workers[i].queue_gauge);
+				s->workers[i].queue_gauge = NULL;
+			}
 }
 
 static int metrics_init(weft_sched *s)
@@ -1195,6 +1212,17 @@ static int metrics_init(weft_sched *s)
 	if (r < 0)
 		return r;
 	s->series[s->nseries++] = s->runnable_hist;
+	for (int i = 0; i < s->nworkers; i++) {
+		char idx[16];
+		snprintf(idx, sizeof(idx), "%d", i);
+		const char *wl[] = {"sched", s->name, "worker", idx, NULL};
+		r = weft_metrics_gauge_fn(
+		        s->metrics, "weft_fiber_runqueue_length",
+		        "Fibers in a worker's run queue now (ring, next slot, inbox).", wl,
+		        g_worker_queue, &s->workers[i], &s->workers[i].queue_gauge);
+		if (r < 0)
+			return r;
+	}
 	return 0;
 }
 

@@ -2,7 +2,7 @@
  *
  * A fiber that parks with a deadline puts itself in the heap of the worker it parks on
  * (weft__timer_add); any worker runs the due timers of any heap (weft__timers_run: the scheduling
- * loop does it for every heap, each worker every 64 schedule calls). A 4-ary heap is shallower
+ * loop does it for every heap, each worker every 61 schedule calls). A 4-ary heap is shallower
  * than a binary one (log4 n levels) and its four children share a cache line or two: adding and
  * removing among 100,000 timers takes about 9 levels.
  *

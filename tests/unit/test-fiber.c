@@ -671,6 +671,7 @@ TEST(fiber_metrics_are_exported)
 	ASSERT_CONTAINS(text, "weft_fibers_alive{sched=\"m1\"} 0");
 	ASSERT_CONTAINS(text, "weft_fiber_switches{sched=\"m1\"}");
 	ASSERT_CONTAINS(text, "weft_fiber_runnable_seconds_count{sched=\"m1\"}");
+	ASSERT_CONTAINS(text, "weft_fiber_runqueue_length{sched=\"m1\",worker=\"0\"} 0");
 	free(text);
 	weft_sched_destroy(s);
 	ASSERT_EQ(weft_metrics_size(m), 0);
