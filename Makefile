@@ -1,5 +1,5 @@
 # The README's two commands, and a few conveniences. The build itself is meson's (build/).
-.PHONY: all run check bench bench-pool install clean
+.PHONY: all run check bench bench-pool bench-fiber install clean
 
 all:
 	@scripts/deps build
@@ -20,6 +20,11 @@ bench: all
 # The pool against its peers (plain C, GLib, Java, Go), side by side; installs the peers first.
 bench-pool:
 	bench/pool/run.sh
+
+# The fibers against their peers (Go, Boost.Context, Boost.Fiber), side by side, with callgrind
+# instruction counts; installs the peers first.
+bench-fiber:
+	bench/fiber/run.sh
 
 install: all
 	meson install -C build

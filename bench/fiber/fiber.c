@@ -8,12 +8,15 @@
  *              N round trips: the time over 2N, ns per hand-off (each one a switch).
  *   spawn      a scheduler of T threads (--threads, 1 or 2): one driver fiber spawns N fibers
  *              (default 1,000,000, default stack size) that each call weft_waitgroup_done, in
- *              waves of 1,000, waiting (weft_waitgroup_wait) for each wave before the next: the
- *              time over N, ns per spawn + run + complete.
- *   parked     in a child process: N fibers (default 1,000,000) with a 4 KiB stack (the default
- *              guard mode: guard pages while the kernel's map budget allows, then canaries: the
- *              overflow detection stays on) on a 1-thread scheduler, each parked in weft_chan_recv
- *              on one channel; once all are parked the channel is closed and they all finish.
+ *              waves of W (--wave, default 1,000), waiting (weft_waitgroup_wait) for each wave
+ *              before the next: the time over N, ns per spawn + run + complete. A wave's fibers
+ *              are alive at once: more stacks than a worker's stack cache keeps (4 MiB by
+ *              default) come from mmap.
+ *   parked     in a child process: N fibers (default 1,000,000) with a 4 KiB stack (--stack; the
+ *              default guard mode: guard pages while the kernel's map budget allows, then canaries:
+ *              the overflow detection stays on; below a page, stacks share pages and have only
+ *              canaries) on a 1-thread scheduler, each parked in weft_chan_recv on one channel;
+ *              once all are parked the channel is closed and they all finish.
  *              Printed: the child's peak RSS (the parent's wait4 rusage), per fiber in bytes (the
  *              RSS before spawning subtracted), the time to spawn and park them per fiber, and
  *              how many stacks had a guard page and how many only a canary.
@@ -32,6 +35,7 @@
  * than two fibers. It uses only the public headers.
  *
  * Usage: bench-fiber-weft yield|chan|spawn|parked|pingpong2 [--n N] [--runs R] [--threads T]
+ *        [--wave W] [--stack BYTES]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -47,13 +51,15 @@
 #include <weft.h>
 
 #define MAX_RUNS 101
-#define WAVE 1000
 
 static long n_ops = 1000000;
+static long wave = 1000;
+static long parked_stack = 4096;
 
 static void die(const char *what, int err)
 {
-	fprintf(stderr, "bench-fiber-weft: %s: %s\n", what, err < 0 ? weft_strerror(err) : "failed");
+	fprintf(stderr, "bench-fiber-weft: %s: %s\n", what,
+	        err < 0 ? weft_strerror(err) : "failed");
 	exit(1);
 }
 
@@ -104,7 +110,7 @@ static double yield_run(weft_sched *s)
 	return (double)(weft_now() - t0) / (2.0 * (double)n_ops);
 }
 
-/* ---- chan and pingpong2 ------------------------------------------------------------------------ */
+/* ---- chan and pingpong2 ---------------------------------------------------------------------- */
 
 struct pingpong {
 	weft_chan *ping, *pong;
@@ -200,7 +206,7 @@ static void spawn_driver(void *arg)
 {
 	weft_scope *scope = arg;
 	for (long done = 0; done < n_ops;) {
-		long w = n_ops - done < WAVE ? n_ops - done : WAVE;
+		long w = n_ops - done < wave ? n_ops - done : wave;
 		weft_waitgroup_add(&spawn_wg, w);
 		for (long i = 0; i < w; i++) {
 			int r = weft_spawn(scope, spawned, NULL, NULL, NULL);
@@ -240,7 +246,7 @@ static void parked_child(int fd)
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	long before_kb = ru.ru_maxrss;
-	weft_sched *s = sched_new(1, 4096, n_ops + 16);
+	weft_sched *s = sched_new(1, (size_t)parked_stack, n_ops + 16);
 	weft_chan *ch;
 	int r = weft_chan_create(&ch, sizeof(long), 0);
 	if (r < 0)
@@ -294,8 +300,9 @@ static int parked(void)
 	if (sscanf(buf, "%ld %lf %ld %ld", &before_kb, &ns, &guarded, &canary) != 4)
 		return 1;
 	printf("name=parked impl=weft fibers=%ld peak_rss_kb=%ld bytes_per_fiber=%ld "
-	       "spawn_park_ns_per_op=%.1f guarded_stacks=%ld canary_stacks=%ld\n",
-	       n_ops, ru.ru_maxrss, (ru.ru_maxrss - before_kb) * 1024 / n_ops, ns, guarded, canary);
+	       "spawn_park_ns_per_op=%.1f guarded_stacks=%ld canary_stacks=%ld stack_size=%ld\n",
+	       n_ops, ru.ru_maxrss, (ru.ru_maxrss - before_kb) * 1024 / n_ops, ns, guarded, canary,
+	       parked_stack);
 	return 0;
 }
 
@@ -311,7 +318,7 @@ int main(int argc, char **argv)
 {
 	if (argc < 2) {
 		fprintf(stderr, "usage: bench-fiber-weft yield|chan|spawn|parked|pingpong2 [--n N] "
-		                "[--runs R] [--threads T]\n");
+		                "[--runs R] [--threads T] [--wave W] [--stack BYTES]\n");
 		return 2;
 	}
 	const char *fig = argv[1];
@@ -325,13 +332,20 @@ int main(int argc, char **argv)
 			runs = atoi(argv[++i]);
 		} else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
 			threads = atoi(argv[++i]);
+		} else if (strcmp(argv[i], "--wave") == 0 && i + 1 < argc) {
+			wave = atol(argv[++i]);
+		} else if (strcmp(argv[i], "--stack") == 0 && i + 1 < argc) {
+			parked_stack = atol(argv[++i]);
 		} else {
 			fprintf(stderr, "bench-fiber-weft: unknown argument %s\n", argv[i]);
 			return 2;
 		}
 	}
-	if (n_ops < 1 || runs < 1 || runs > MAX_RUNS || threads < 1 || threads > 64) {
-		fprintf(stderr, "bench-fiber-weft: --n >= 1, --runs 1..%d, --threads 1..64\n",
+	if (n_ops < 1 || runs < 1 || runs > MAX_RUNS || threads < 1 || threads > 64 || wave < 1 ||
+	    parked_stack < 1) {
+		fprintf(stderr,
+		        "bench-fiber-weft: --n >= 1, --runs 1..%d, --threads 1..64, --wave >= 1, "
+		        "--stack >= 1\n",
 		        MAX_RUNS);
 		return 2;
 	}
@@ -362,7 +376,10 @@ int main(int argc, char **argv)
 		ns[r] = run(s);
 	weft_sched_destroy(s);
 	qsort(ns, (size_t)runs, sizeof ns[0], cmp_double);
-	printf("name=%s impl=weft ns_per_op=%.2f min=%.2f max=%.2f runs=%d n=%ld threads=%d\n", fig,
+	printf("name=%s impl=weft ns_per_op=%.2f min=%.2f max=%.2f runs=%d n=%ld threads=%d", fig,
 	       ns[runs / 2], ns[0], ns[runs - 1], runs, n_ops, threads);
+	if (run == spawn_run)
+		printf(" wave=%ld", wave);
+	printf("\n");
 	return 0;
 }

@@ -6,9 +6,10 @@
 //	chan       two goroutines, GOMAXPROCS=1, ping-pong over two unbuffered channels of int, N
 //	           round trips: the time over 2N, ns per hand-off (each one a switch).
 //	spawn      GOMAXPROCS=P (--procs, 1 or 2): N goroutines (default 1,000,000) each calling
-//	           wg.Done(), spawned by the main goroutine in waves of 1,000, each wave waited for
-//	           (wg.Wait) before the next: the time over N, ns per spawn + run + complete. The waves
-//	           bound how many are alive at once, the same in every implementation.
+//	           wg.Done(), spawned by the main goroutine in waves of W (--wave, default 1,000), each
+//	           wave waited for (wg.Wait) before the next: the time over N, ns per spawn + run +
+//	           complete. The waves bound how many are alive at once, the same in every
+//	           implementation.
 //	parked     N goroutines (default 1,000,000), GOMAXPROCS=1, each parked receiving from one
 //	           channel; when all are parked the peak RSS is read (getrusage RUSAGE_SELF ru_maxrss,
 //	           this process alone: run.sh runs each figure as its own process), then the channel is
@@ -28,7 +29,7 @@
 // goroutine records and parked's stacks, which the runtime recycles), preemption, and the
 // netpoller. Built by run.sh with `go build` and GO111MODULE=off (standard library only).
 //
-//	fiber-go FIGURE [--n N] [--runs R] [--procs P]
+//	fiber-go FIGURE [--n N] [--runs R] [--procs P] [--wave W]
 package main
 
 import (
@@ -42,7 +43,7 @@ import (
 	"time"
 )
 
-const wave = 1000
+var wave = 1000
 
 func yieldRun(n int) time.Duration {
 	var wg sync.WaitGroup
@@ -147,7 +148,8 @@ func parked(n int) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: fiber-go yield|chan|spawn|parked|pingpong2 [--n N] [--runs R] [--procs P]")
+		fmt.Fprintln(os.Stderr, "usage: fiber-go yield|chan|spawn|parked|pingpong2 "+
+			"[--n N] [--runs R] [--procs P] [--wave W]")
 		os.Exit(2)
 	}
 	fig := os.Args[1]
@@ -171,6 +173,8 @@ func main() {
 			runs = v
 		case "--procs":
 			procs = v
+		case "--wave":
+			wave = v
 		default:
 			fmt.Fprintf(os.Stderr, "fiber-go: unknown option %s\n", os.Args[i])
 			os.Exit(2)
@@ -203,7 +207,7 @@ func main() {
 	case "spawn":
 		runtime.GOMAXPROCS(procs)
 		run = func() time.Duration { return spawnRun(n) }
-		threads = fmt.Sprintf(" threads=%d", procs)
+		threads = fmt.Sprintf(" threads=%d wave=%d", procs, wave)
 	case "parked":
 		parked(n)
 		return

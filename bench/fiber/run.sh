@@ -13,9 +13,11 @@
 #              switch-weft-fpu-mixed; Boost.Context: switch-boost-context(-mixed)     ns/switch
 #   yield      weft, Go (Gosched), Boost.Fiber                                        ns/yield
 #   chan       unbuffered hand-off: weft, Go, Boost.Fiber                              ns/hand-off
-#   spawn      spawn + run + complete, 1 and 2 threads: weft, Go                       ns/fiber
-#   parked     1,000,000 parked fibers: peak RSS of weft (4 KiB stacks, overflow detection on)
-#              and Go
+#   spawn      spawn + run + complete, 1 and 2 threads, in waves of 1,000 fibers alive at once,
+#              and on 1 thread in waves of 50 (spawn-1t-w50): weft, Go              ns/fiber
+#   parked     1,000,000 parked fibers: peak RSS of weft (4 KiB stacks, overflow detection on:
+#              guard pages while the map budget lasts, then canaries; and 2 KiB stacks, two to a
+#              page with canaries: parked-stack2048) and Go
 #   pingpong2  unbuffered hand-off between two threads: weft, Go                      ns/hand-off
 # and prints every raw line (name=... impl=... ns_per_op=...), then one line of ratios per figure
 #   ratio figure=F weft/PEER=X ...      (< 1: weft is faster, or smaller for parked)
@@ -179,16 +181,22 @@ for f in $figs; do
 		run boost-fiber "$f-boost" "$out/boost-fiber" "$f" $ops_args
 		;;
 	spawn)
-		for t in 1 2; do
+		# waves of 1,000 alive at once, on 1 and 2 threads; and waves of 50, which fit in
+		# weft's stack cache
+		for tw in 1:1000 2:1000 1:50; do
+			t=${tw%:*} w=${tw#*:}
 			# shellcheck disable=SC2086
-			run weft "spawn$t-weft" "$fw" spawn --threads $t $ops_args
+			run weft "spawn$t-$w-weft" "$fw" spawn --threads $t --wave $w $ops_args
 			# shellcheck disable=SC2086
-			run go "spawn$t-go" "$out/fiber-go" spawn --procs $t $ops_args
+			run go "spawn$t-$w-go" "$out/fiber-go" spawn --procs $t --wave $w $ops_args
 		done
 		;;
 	parked)
+		# 4 KiB stacks (a page each), and 2 KiB ones (two to a page, canaries only)
 		# shellcheck disable=SC2086
 		run weft parked-weft "$fw" parked $parked_n
+		# shellcheck disable=SC2086
+		run weft parked2k-weft "$fw" parked --stack 2048 $parked_n
 		# shellcheck disable=SC2086
 		run go parked-go "$out/fiber-go" parked $parked_n
 		;;
@@ -267,7 +275,23 @@ FILENAME == cgfile { irop[kv($0, "figure") "/" kv($0, "impl")] = kv($0, "ir_per_
 		v = kv($0, "ns_per_op")
 		unit = "ns/op"
 	}
-	key = name (name == "spawn" ? "-" th "t" : "")
+	wv = kv($0, "wave"); ss = kv($0, "stack_size")
+	key = name (name == "spawn" ? "-" th "t" (wv != "" && wv != 1000 ? "-w" wv : "") : "")
+	if (name == "parked" && impl == "weft" && ss != 4096) {
+		# weft with other stacks: its own row, compared with the same Go figure
+		key = "parked-stack" ss
+		if (!(key in seen)) { order[++n] = key; seen[key] = 1 }
+		units[key] = unit
+		val[key "/weft"] = v
+		impls[key] = impls[key] " weft"
+		pending[key] = 1
+		next
+	}
+	if (name == "parked" && impl == "go")
+		for (p in pending) {
+			val[p "/go"] = v
+			impls[p] = impls[p] " go"
+		}
 	if (name ~ /^switch-/) {
 		# the raw-switch family: one figure per line, keyed by its own name
 		val[key] = v
@@ -321,7 +345,8 @@ END {
 					r(val[k], val["switch-boost-context-mixed"]))
 			}
 			c = irop[k "/" substr(k, 8)]
-			if (k == "switch-weft") c = c " (ret " irop["switch-ret/ret"] ")"
+			if (k == "switch-weft" && ("switch-ret/ret" in irop))
+				c = c " (ret " irop["switch-ret/ret"] ")"
 			printf "%-24s %9s ns  %-44s %s\n", k, val[k], peer, c
 			continue
 		}
@@ -333,6 +358,11 @@ END {
 					val[k "/" a[j]], r(val[k "/weft"], val[k "/" a[j]]))
 		c = irop[(k == "spawn-1t" ? "spawn-1t" : k) "/weft"]
 		w = (k "/weft") in val ? val[k "/weft"] : "failed"
+		if (units[k] != "ns/op") {
+			# peak RSS in MiB: whole numbers
+			if (w != "failed") w = sprintf("%.0f", w)
+			gsub(/\.[0-9]+ \(/, " (", peer)
+		}
 		printf "%-24s %9s %s  %-44s %s\n", k, w, units[k] == "ns/op" ? "ns" : "MiB", peer, c
 	}
 }' "$cg" "$raw"

@@ -2,9 +2,10 @@
  *
  * Two contexts on one thread, main and one made by weft__ctx_make, switch back and forth: a
  * round trip is two switches, and a figure is the time of N round trips divided by 2N, in ns
- * per switch. Each run is timed on CLOCK_MONOTONIC after one untimed warm-up run; a figure is the
- * median of 7 runs, with their min and max:
- *   name=switch-weft      impl=weft     weft__ctx_switch (ends in pop; jmp on x86-64, br on aarch64)
+ * per switch. Runs are timed on CLOCK_MONOTONIC after an untimed warm-up of N / 10 round trips;
+ * a figure is the median of 7 runs, with their min and max:
+ *   name=switch-weft      impl=weft     weft__ctx_switch (ends in pop; jmp on x86-64, and in
+ *                                       br on aarch64)
  *   name=switch-weft-fpu  impl=weft     weft__ctx_switch_fpu (also the FPU control words)
  *   name=switch-ret       impl=ret      the same code as weft__ctx_switch ending in `ret`
  *                                       (written below), the variant the issue measured at 10.6 ns
@@ -161,7 +162,8 @@ static void figure(const char *name, const char *impl, switch_fn fn, bool mixed,
 	if (!mixed)
 		inexact_division();
 	co_sp = weft__ctx_make(stack + sizeof stack, co_entry, NULL);
-	inexact_division(); /* main's own timing arithmetic would set it anyway */
+	/* main's own timing arithmetic would set it anyway */
+	inexact_division();
 	round_trips(fn, warmup); /* caches, predictors, the stack's pages */
 	for (int r = 0; r < runs; r++) {
 		int64_t t0 = now_ns();
@@ -209,7 +211,8 @@ int main(int argc, char **argv)
 			while (f < NFIG && strcmp(argv[i], figures[f].name) != 0)
 				f++;
 			if (f == NFIG) {
-				fprintf(stderr, "bench-fiber-switch: no figure named '%s'\n", argv[i]);
+				fprintf(stderr, "bench-fiber-switch: no figure named '%s'\n",
+				        argv[i]);
 				return 2;
 			}
 			only[nonly++] = argv[i];

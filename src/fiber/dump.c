@@ -25,6 +25,7 @@
 #include "fiber-impl.h"
 #include "internal/alloc.h"
 #include "internal/buf.h"
+#include "internal/switch.h"
 
 #define DUMP_FRAMES 32
 
@@ -83,14 +84,14 @@ struct snap {
 __attribute__((no_sanitize_address, no_sanitize("thread"))) static int
 parked_frames(const weft__fiber *f, void **out)
 {
-#if defined(__x86_64__)
+#if defined(__x86_64__) || defined(__aarch64__)
 	const uintptr_t lo = (uintptr_t)f->stack.lo, hi = (uintptr_t)f->stack.hi;
 	const uintptr_t *sp = (const uintptr_t *)f->sp;
-	if ((uintptr_t)sp < lo || (uintptr_t)sp + 64 > hi)
+	if ((uintptr_t)sp < lo || (uintptr_t)sp + WEFT__CTX_FRAME_SIZE > hi)
 		return 0;
 	int n = 0;
-	out[n++] = (void *)sp[7];
-	uintptr_t fp = sp[6];
+	out[n++] = (void *)sp[WEFT__CTX_PC_SLOT];
+	uintptr_t fp = sp[WEFT__CTX_FP_SLOT];
 	while (n < DUMP_FRAMES && fp >= lo && fp + 16 <= hi && (fp & 7) == 0) {
 		const uintptr_t *frame = (const uintptr_t *)fp;
 		uintptr_t ret = frame[1], next = frame[0];

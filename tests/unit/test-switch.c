@@ -4,9 +4,11 @@
  * x86-64; x19-x29 and d8-d15 on aarch64), and from C with many live values at -O2; the FPU
  * control words (the _fpu variant restores each context's own rounding mode, the plain one leaves
  * the thread's mode alone; a new context starts with its creator's); 16-byte stack alignment in
- * entry, whatever the alignment of the stack top; weft__ctx_make writing only its frame; a ring of
- * contexts switching among themselves (with each variant); deep recursion on a fiber stack
- * with a switch at the bottom; and unwinding stopping at the trampoline.
+ * entry, whatever the alignment of the stack top; weft__ctx_make writing only its frame; the top
+ * of a suspended frame holding the frame pointer and the resume address (what dumps walk); a ring
+ * of contexts switching among themselves (with each variant); deep recursion on a fiber stack with
+ * a switch at the bottom; unwinding stopping at the trampoline; and an entry that returns trapping
+ * there.
  *
  * Stacks are mmap'd with a guard page below them (an overflow faults instead of corrupting the
  * heap), registered with valgrind, and unpoisoned for ASan before they are unmapped (a context
@@ -14,10 +16,13 @@
  * probes); scripts/cross-aarch64 runs it under qemu-user. */
 #define _GNU_SOURCE
 #include <fenv.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <unwind.h>
 
@@ -41,10 +46,10 @@ typedef void *(*switch_fn)(void **save_sp, void *new_sp, void *arg);
 /* ---- stacks ---------------------------------------------------------------------------------- */
 
 typedef struct tstack {
-	char *map;  /* the mapping: a guard page, then the stack */
+	char *map; /* the mapping: a guard page, then the stack */
 	size_t len;
-	char *lo;   /* the stack's lowest usable byte */
-	char *hi;   /* one past its highest: the top */
+	char *lo; /* the stack's lowest usable byte */
+	char *hi; /* one past its highest: the top */
 	unsigned vg_id;
 } tstack;
 
@@ -271,7 +276,8 @@ static long co_rounds;
 static void probe_entry(void *arg, void *data)
 {
 	for (;;) {
-		arg = probe_switch(probe_fn, &co_sp, main_sp, (void *)((long)arg + 1), CO_BASE, co_out);
+		arg = probe_switch(probe_fn, &co_sp, main_sp, (void *)((long)arg + 1), CO_BASE,
+		                   co_out);
 		co_rounds++;
 	}
 }
@@ -280,8 +286,8 @@ static void check_regs(const uint64_t *out, uint64_t base, const char *who, int 
 {
 	for (int i = 0; i < PROBE_REGS; i++)
 		if (out[i] != base + (uint64_t)i + 1)
-			FAIL("%s, round %d: %s is %#" PRIx64 " after the switch, want %#" PRIx64, who,
-			     round, probe_names[i], out[i], base + (uint64_t)i + 1);
+			FAIL("%s, round %d: %s is %#" PRIx64 " after the switch, want %#" PRIx64,
+			     who, round, probe_names[i], out[i], base + (uint64_t)i + 1);
 }
 
 static void probe_rounds(switch_fn fn)
@@ -293,8 +299,8 @@ static void probe_rounds(switch_fn fn)
 	uint64_t main_out[PROBE_REGS];
 	for (int r = 0; r < 50; r++) {
 		memset(main_out, 0, sizeof main_out);
-		long got = (long)probe_switch(fn, &main_sp, co_sp, (void *)(long)(10 * r), MAIN_BASE,
-		                              main_out);
+		long got = (long)probe_switch(fn, &main_sp, co_sp, (void *)(long)(10 * r),
+		                              MAIN_BASE, main_out);
 		ASSERT_EQ(got, 10 * r + 1);
 		check_regs(main_out, MAIN_BASE, "main", r);
 		if (r > 0) /* the context's probe returned (and wrote co_out) in this round */
@@ -314,7 +320,7 @@ TEST(switch_fpu_keeps_callee_saved_registers)
 	probe_rounds(weft__ctx_switch_fpu);
 }
 
-/* ---- callee-saved registers, from C: many values live across the switch at -O2 ---------------- */
+/* ---- callee-saved registers, from C: many values live across the switch at -O2 -------------- */
 
 static volatile long live_src[24];
 
@@ -334,8 +340,9 @@ static __attribute__((noinline)) long live_expected(long k, long back)
 {
 	unsigned long sum = (unsigned long)back;
 	for (int i = 0; i < 24; i++)
-		sum = sum * 31 + ((unsigned long)live_src[i] * (unsigned long)(k + i) + (unsigned long)i) *
-		                         (unsigned long)(i + 1);
+		sum = sum * 31 +
+		      ((unsigned long)live_src[i] * (unsigned long)(k + i) + (unsigned long)i) *
+		              (unsigned long)(i + 1);
 	return (long)sum;
 }
 
@@ -435,8 +442,9 @@ static void rounding_references(void)
 		ASSERT_EQ(m_.word1, w_);                                                           \
 		ASSERT_EQ(m_.word2, w_);                                                           \
 		if (arith_honours_mode)                                                            \
-			ASSERT_TRUE(m_.q == (w_ == FE_UPWARD ? q_up                                \
-			                     : w_ == FE_TONEAREST ? q_near : q_down));            \
+			ASSERT_TRUE(m_.q == (w_ == FE_UPWARD      ? q_up                           \
+			                     : w_ == FE_TONEAREST ? q_near                         \
+			                                          : q_down));                      \
 	} while (0)
 
 static fp_mode fpu_seen[2];
@@ -546,7 +554,8 @@ TEST(ctx_make_writes_only_its_frame)
 		memset(buf, 0xa5, len);
 		unsigned char *top = buf + 3000 + skew;
 		void *sp = weft__ctx_make(top, counter_entry, NULL);
-		ASSERT_TRUE((unsigned char *)sp >= top - WEFT__CTX_FRAME_MAX && (unsigned char *)sp < top);
+		ASSERT_TRUE((unsigned char *)sp >= top - WEFT__CTX_FRAME_MAX &&
+		            (unsigned char *)sp < top);
 #if defined(__aarch64__)
 		ASSERT_EQ((uintptr_t)sp % 16, 0); /* sp itself must always be 16-byte aligned */
 #else
@@ -560,6 +569,59 @@ TEST(ctx_make_writes_only_its_frame)
 				FAIL("byte at top + %td written", p - top);
 	}
 	free(buf);
+}
+
+/* ---- the suspended frame's top: (frame pointer, resume address) -----------------------------
+ * What a dump of parked fibers relies on (src/fiber/dump.c walks the frame-pointer chain from
+ * there): the two highest words of the frame a switch leaves are the switcher's frame pointer and
+ * the address it resumes at. */
+
+#if defined(__x86_64__)
+#define SUSPENDED_FRAME 64
+#else
+#define SUSPENDED_FRAME 176
+#endif
+
+static uintptr_t parked_fa;
+
+static __attribute__((noinline)) void park_here(void)
+{
+	parked_fa = (uintptr_t)__builtin_frame_address(0);
+	weft__ctx_switch(&co_sp, main_sp, NULL);
+	__asm__ volatile("" ::: "memory"); /* not a tail call */
+}
+
+static void park_entry(void *arg, void *data)
+{
+	for (;;)
+		park_here();
+}
+
+TEST(suspended_frame_ends_with_frame_pointer_and_resume_address)
+{
+	tstack s = stack_new(64 * 1024);
+	co_sp = weft__ctx_make(s.hi, park_entry, NULL);
+	for (int round = 0; round < 3; round++) {
+		weft__ctx_switch(&main_sp, co_sp, NULL);
+		const uintptr_t *frame = co_sp;
+		ASSERT_TRUE((uintptr_t)co_sp > (uintptr_t)s.lo &&
+		            (uintptr_t)co_sp + SUSPENDED_FRAME <= (uintptr_t)s.hi);
+		uintptr_t fp = frame[SUSPENDED_FRAME / 8 - 2], pc = frame[SUSPENDED_FRAME / 8 - 1];
+		ASSERT_UEQ(fp, parked_fa);
+		/* the resume address is in park_here, just after its call */
+		uintptr_t fn = (uintptr_t)park_here;
+		if (!(pc > fn && pc < fn + 256))
+			FAIL("resume address %#" PRIxPTR " is not in park_here (%#" PRIxPTR ")", pc,
+			     fn);
+		/* and the frame record at fp leads on to park_entry, as in any frame-pointer walk
+		 */
+		uintptr_t ret = ((const uintptr_t *)fp)[1], entry = (uintptr_t)park_entry;
+		if (!(ret > entry && ret < entry + 256))
+			FAIL("the caller's return address %#" PRIxPTR " is not in park_entry "
+			     "(%#" PRIxPTR ")",
+			     ret, entry);
+	}
+	stack_free(&s);
 }
 
 /* ---- a ring of contexts ----------------------------------------------------------------------
@@ -587,8 +649,8 @@ static void ring_entry(void *arg, void *data)
 	for (;;) {
 		ring_sum[i] += v;
 		ring_last[i] = v;
-		if (fpu && (fegetround() != ring_modes[i % 4] ||
-		            second_word_mode() != ring_modes[i % 4]))
+		if (fpu &&
+		    (fegetround() != ring_modes[i % 4] || second_word_mode() != ring_modes[i % 4]))
 			ring_bad_mode[i]++;
 		v = (long)ring_fn(&ring_sp[i], ring_sp[i + 1], (void *)(v + 1));
 	}
@@ -638,7 +700,7 @@ TEST(switch_fpu_ring_of_contexts_each_with_its_rounding_mode)
 	ring_rounds(weft__ctx_switch_fpu);
 }
 
-/* ---- deep recursion on a context's stack ------------------------------------------------------ */
+/* ---- deep recursion on a context's stack ---------------------------------------------------- */
 
 static bool deep_switch;
 static uintptr_t deep_lowest;
@@ -654,7 +716,8 @@ static __attribute__((noinline)) unsigned long deep(long n, unsigned long acc)
 			weft__ctx_switch(&co_sp, main_sp, (void *)1);
 		return acc;
 	}
-	unsigned long r = deep(n - 1, acc * 3 + (unsigned long)n); /* not a tail call: pad is read */
+	/* not a tail call: pad is read after it */
+	unsigned long r = deep(n - 1, acc * 3 + (unsigned long)n);
 	return r + (unsigned long)pad[0] - (unsigned long)pad[47];
 }
 
@@ -736,9 +799,39 @@ TEST(unwinding_stops_at_the_trampoline)
 	if (bt_end != _URC_END_OF_STACK || n < 3 || n > 4 || !in_tramp) {
 		for (int i = 0; i < bt_n; i++)
 			fprintf(stderr, "# frame %d: pc %#" PRIxPTR "\n", i, bt_pcs[i]);
-		FAIL("unwinding from a context: %d frames, reason %d (want %d), the last one %s the "
-		     "trampoline at %#" PRIxPTR, bt_n, (int)bt_end, (int)_URC_END_OF_STACK,
-		     in_tramp ? "in" : "not in", tramp);
+		FAIL("unwinding from a context: %d frames, reason %d (want %d), the last one %s "
+		     "the trampoline at %#" PRIxPTR,
+		     bt_n, (int)bt_end, (int)_URC_END_OF_STACK, in_tramp ? "in" : "not in", tramp);
 	}
 	stack_free(&s);
+}
+
+/* ---- an entry that returns traps ------------------------------------------------------------ */
+
+static void returning_entry(void *arg, void *data)
+{
+	*(int *)data = 1;
+}
+
+TEST(an_entry_that_returns_traps_in_the_trampoline)
+{
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		/* the child: the trampoline's trap instruction (ud2 / brk) must stop it */
+		setrlimit(RLIMIT_CORE, &(struct rlimit){0, 0});
+		static char stack[16384] __attribute__((aligned(16)));
+		static int ran;
+		co_sp = weft__ctx_make(stack + sizeof stack, returning_entry, &ran);
+		weft__ctx_switch(&main_sp, co_sp, NULL);
+		_exit(ran ? 3 : 4); /* not reached */
+	}
+	int st;
+	ASSERT_EQ(waitpid(pid, &st, 0), pid);
+	ASSERT_TRUE(WIFSIGNALED(st));
+#if defined(__x86_64__)
+	ASSERT_EQ(WTERMSIG(st), SIGILL);
+#else
+	ASSERT_EQ(WTERMSIG(st), SIGTRAP);
+#endif
 }
