@@ -30,4 +30,4 @@ install: all
 	meson install -C build
 
 clean:
-	rm -rf build build-asan build-tsan build-release
+	rm -rf build build-asan build-tsan build-release build-aarch64
