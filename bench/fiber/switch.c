@@ -4,11 +4,17 @@
  * round trip is two switches, and a figure is the time of N round trips divided by 2N, in ns
  * per switch. Runs are timed on CLOCK_MONOTONIC after an untimed warm-up of N / 10 round trips;
  * a figure is the median of 7 runs, with their min and max:
- *   name=switch-weft      impl=weft     weft__ctx_switch (ends in pop; jmp on x86-64, and in
- *                                       br on aarch64)
+ *   name=switch-weft      impl=weft     weft__ctx_switch (ends in `ret` on x86-64, in br on
+ *                                       aarch64)
  *   name=switch-weft-fpu  impl=weft     weft__ctx_switch_fpu (also the FPU control words)
- *   name=switch-ret       impl=ret      the same code as weft__ctx_switch ending in `ret`
- *                                       (written below), the variant the issue measured at 10.6 ns
+ *   name=switch-ret       impl=ret      the same code ending in `ret` (written below)
+ *   name=switch-jmp       impl=jmp      the same code ending in an indirect jump (x86-64: pop;
+ *                                       jmp, written below; aarch64: br, weft__ctx_switch)
+ *   name=switch-*-1site                 the same, but both contexts switch through one call
+ *                                       site (a noinline hop function), as weft's scheduler
+ *                                       does (every switch is made in switch_ctx): there `ret`
+ *                                       is predicted and keeps the return stack balanced, while
+ *                                       in the two-site loop above it mispredicts every time
  *   name=switch-weft-fpu-mixed          weft__ctx_switch_fpu when the two contexts' MXCSR differ
  *                                       in their status flags only (one of them has done inexact
  *                                       SSE arithmetic, the other not: the usual state in a
@@ -71,6 +77,33 @@ __asm__(".text\n"
         "	movq %rdx, %rax\n"
         "	ret\n"
         ".size bench_switch_ret, .-bench_switch_ret\n");
+/* bench_switch_jmp: the same ending in pop; jmp (x86-64). */
+void *bench_switch_jmp(void **save_sp, void *new_sp, void *arg);
+__asm__(".text\n"
+        ".p2align 4\n"
+        ".globl bench_switch_jmp\n"
+        ".type bench_switch_jmp, @function\n"
+        "bench_switch_jmp:\n"
+        "	pushq %rbp\n"
+        "	pushq %rbx\n"
+        "	pushq %r12\n"
+        "	pushq %r13\n"
+        "	pushq %r14\n"
+        "	pushq %r15\n"
+        "	subq $8, %rsp\n"
+        "	movq %rsp, (%rdi)\n"
+        "	movq %rsi, %rsp\n"
+        "	addq $8, %rsp\n"
+        "	popq %r15\n"
+        "	popq %r14\n"
+        "	popq %r13\n"
+        "	popq %r12\n"
+        "	popq %rbx\n"
+        "	popq %rbp\n"
+        "	popq %rcx\n"
+        "	movq %rdx, %rax\n"
+        "	jmpq *%rcx\n"
+        ".size bench_switch_jmp, .-bench_switch_jmp\n");
 #elif defined(__aarch64__)
 __asm__(".text\n"
         ".p2align 4\n"
@@ -105,6 +138,7 @@ __asm__(".text\n"
         "	mov x0, x2\n"
         "	ret\n"
         ".size bench_switch_ret, .-bench_switch_ret\n");
+#define bench_switch_jmp weft__ctx_switch
 #else
 #error "bench/fiber/switch.c: x86-64 or aarch64"
 #endif
@@ -114,10 +148,21 @@ __asm__(".text\n"
 
 static void *main_sp, *co_sp;
 static switch_fn cur;
+static bool one_site;
+
+/* The one call site both contexts switch through in the -1site figures. */
+static __attribute__((noinline)) void hop(switch_fn fn, void **save, void *to)
+{
+	fn(save, to, NULL);
+	__asm__ volatile("" ::: "memory"); /* not a tail call: the switch is a real call */
+}
 
 static void co_entry(void *arg, void *data)
 {
 	switch_fn fn = cur;
+	if (one_site)
+		for (;;)
+			hop(fn, &co_sp, main_sp);
 	for (;;)
 		fn(&co_sp, main_sp, NULL);
 }
@@ -131,8 +176,12 @@ static int64_t now_ns(void)
 
 static __attribute__((noinline)) void round_trips(switch_fn fn, long n)
 {
-	for (long i = 0; i < n; i++)
-		fn(&main_sp, co_sp, NULL);
+	if (one_site)
+		for (long i = 0; i < n; i++)
+			hop(fn, &main_sp, co_sp);
+	else
+		for (long i = 0; i < n; i++)
+			fn(&main_sp, co_sp, NULL);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -150,12 +199,13 @@ static void inexact_division(void)
 	(void)c;
 }
 
-static void figure(const char *name, const char *impl, switch_fn fn, bool mixed, long n, int runs,
-                   long warmup)
+static void figure(const char *name, const char *impl, switch_fn fn, bool mixed, bool site1, long n,
+                   int runs, long warmup)
 {
 	static char stack[STACK_SIZE] __attribute__((aligned(64)));
 	double ns[MAX_RUNS];
 	cur = fn;
+	one_site = site1;
 	/* weft__ctx_make copies the thread's MXCSR into the new context: set the flag first for
 	 * equal words, after it for words that differ in that flag */
 	feclearexcept(FE_ALL_EXCEPT);
@@ -180,12 +230,16 @@ static void figure(const char *name, const char *impl, switch_fn fn, bool mixed,
 static const struct {
 	const char *name, *impl;
 	switch_fn fn;
-	bool mixed;
+	bool mixed, one_site;
 } figures[] = {
-        {"switch-weft", "weft", weft__ctx_switch, false},
-        {"switch-weft-fpu", "weft", weft__ctx_switch_fpu, false},
-        {"switch-ret", "ret", bench_switch_ret, false},
-        {"switch-weft-fpu-mixed", "weft", weft__ctx_switch_fpu, true},
+        {"switch-weft", "weft", weft__ctx_switch, false, false},
+        {"switch-weft-fpu", "weft", weft__ctx_switch_fpu, false, false},
+        {"switch-ret", "ret", bench_switch_ret, false, false},
+        {"switch-jmp", "jmp", bench_switch_jmp, false, false},
+        {"switch-weft-fpu-mixed", "weft", weft__ctx_switch_fpu, true, false},
+        {"switch-weft-1site", "weft", weft__ctx_switch, false, true},
+        {"switch-ret-1site", "ret", bench_switch_ret, false, true},
+        {"switch-jmp-1site", "jmp", bench_switch_jmp, false, true},
 };
 #define NFIG (sizeof figures / sizeof figures[0])
 
@@ -233,8 +287,8 @@ int main(int argc, char **argv)
 		for (size_t k = 0; k < nonly; k++)
 			want = want || strcmp(only[k], figures[f].name) == 0;
 		if (want)
-			figure(figures[f].name, figures[f].impl, figures[f].fn, figures[f].mixed, n,
-			       runs, warmup);
+			figure(figures[f].name, figures[f].impl, figures[f].fn, figures[f].mixed,
+			       figures[f].one_site, n, runs, warmup);
 	}
 	return 0;
 }

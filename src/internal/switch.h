@@ -19,11 +19,10 @@
  * weft__ctx_switch (the _fpu variant would load garbage control words: SIGFPE). A scheduler
  * picks one variant for all its switches. A frame saved by the _fpu variant may be resumed by
  * either.
- * The resume address is jumped to rather than returned to (x86-64: pop; jmp; aarch64: br x30):
- * a `ret` predicts its target from the return stack, whose top is the caller of this switch in
- * the context being left, so every switch ending in `ret` mispredicts (measured on x86-64: 11.3
- * ns against 2.35 ns per switch). aarch64 built with -mbranch-protection=bti|standard resumes
- * with `ret` instead, since a BR must land on a BTI instruction and a resume address is none
+ * x86-64 resumes with `ret`, aarch64 with `br x30`: see each file's head comment for why (on
+ * x86-64, measured in the scheduler: `ret` halves the cost of a yield there, while a bare
+ * two-call-site ping-pong favours an indirect jump). aarch64 built with
+ * -mbranch-protection=bti|standard resumes with `ret`, since a BR must land on a BTI instruction
  * (Debian 12's gcc does not enable branch protection by default).
  *
  * weft__ctx_make lays such a frame at the top of a fresh stack so that the first switch to it
