@@ -1,6 +1,6 @@
 /* bench/pool/common.c: the figures of the pool bench, shared by its C pools (plain.c, glib.c,
- * weft.c); Pool.java and pool.go implement the same protocol, figure by figure, in their own
- * language.
+ * weft.c) and its C++ one (tbb.cpp, which links this file compiled as C); Pool.java and pool.go
+ * implement the same protocol, figure by figure, in their own language.
  *
  * throughput: N tiny tasks (default 1,000,000), each one atomic add on a shared counter, submitted
  *   by one thread (the main one) into a pool of 2 workers. Timed from just before the first submit

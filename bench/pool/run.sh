@@ -3,8 +3,9 @@
 #
 # Builds every pool (after scripts/bench-deps): the plain mutex-and-condvar C pool, GLib's
 # GThreadPool, Java's ThreadPoolExecutor (javac, the class cached in BUILD_DIR/bench/pool/java),
-# a Go channel pool (go build, GOCACHE and GOPATH in BUILD_DIR/bench/pool/go), weft's pool and
-# weft's pool with its measurements compiled out. Then runs every figure for every pool in this
+# a Go channel pool (go build, GOCACHE and GOPATH in BUILD_DIR/bench/pool/go), a oneTBB
+# task_group in a task_arena of 2 threads (g++ and libtbb-dev, in BUILD_DIR/bench/pool/tbb),
+# weft's pool and weft's pool with its measurements compiled out. Then runs every figure for every pool in this
 # one invocation and prints one line per (figure, pool), then the ratios weft/peer per figure:
 #   name=throughput impl=I tasks_per_s=MEDIAN min= max= runs= ...
 #   name=latency impl=I p50_us=MEDIAN p50_min= p50_max= p99_us=MEDIAN p99_min= p99_max= ...
@@ -42,7 +43,7 @@ while [ $# -gt 0 ]; do
 	shift
 done
 
-all_impls="plain glib java go weft weft-nomeasure"
+all_impls="plain glib java go tbb weft weft-nomeasure"
 impls=""
 for i in ${only//,/ }; do
 	case " $all_impls " in
@@ -83,7 +84,7 @@ if [ ! -f "$build/build.ninja" ]; then
 	}
 	rm -f "/tmp/pool-bench-setup.$$"
 fi
-mkdir -p "$log" "$out/java" "$out/go"
+mkdir -p "$log" "$out/java" "$out/go" "$out/tbb"
 # GLib may have been installed after the build folder was set up: let meson look again.
 if pkg-config --exists glib-2.0 2>/dev/null &&
 	! ninja -C "$build" -t targets all 2>/dev/null | grep -q '^bench/bench-pool-glib:'; then
@@ -125,6 +126,25 @@ for impl in $impls; do
 			continue
 		}
 		cmd[go]="$out/go/pool-go"
+		;;
+	tbb)
+		if ! command -v g++ >/dev/null 2>&1 || [ ! -f /usr/include/oneapi/tbb/task_group.h ]
+		then
+			missing+=("tbb (no g++ or oneTBB; scripts/bench-deps installs g++ and libtbb-dev)")
+			continue
+		fi
+		# common.c is C (C11 atomics): compiled by cc, linked by g++ with the C++ peer.
+		t=$out/tbb/pool-tbb
+		if [ ! -x "$t" ] || [ bench/pool/tbb.cpp -nt "$t" ] || [ bench/pool/common.c -nt "$t" ] ||
+			[ bench/pool/common.h -nt "$t" ]; then
+			{ cc -O2 -std=gnu11 -c bench/pool/common.c -o "$out/tbb/common.o" &&
+				g++ -O2 -std=c++17 bench/pool/tbb.cpp "$out/tbb/common.o" -ltbb -pthread \
+					-o "$t"; } >"$log/tbb.log" 2>&1 || {
+				missing+=("tbb (g++ failed: $(why "$log/tbb.log"); see $log/tbb.log)")
+				continue
+			}
+		fi
+		cmd[tbb]=$t
 		;;
 	*)
 		target=bench/bench-pool-$impl

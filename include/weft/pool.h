@@ -251,16 +251,35 @@ typedef struct weft_pool_opts {
 	weft_metrics *metrics; /* registry for the pool's series; NULL: weft_metrics_global() */
 } weft_pool_opts;
 
+/* fork. A child process has none of its parent's threads, so a pool (and a future) made before
+ * a fork is inert in the child: every pool function called there on it fails at once with
+ * -ESHUTDOWN (after its argument checks), as for a pool whose shutdown has ended, so code that
+ * handles a shut-down pool needs nothing new; none blocks, and none takes a lock of the pool,
+ * which a thread of the parent may have held at the fork (a handler registered with
+ * pthread_atfork by the first weft_pool_create counts the forks). In the child:
+ * weft_pool_submit, _until, _batch, weft_pool_resize, weft_pool_shutdown and
+ * weft_pool_verdict_get give -ESHUTDOWN; weft_future_wait and weft_future_cancel on a future
+ * that was final at the fork behave as usual (its result is in the child's memory), on one that
+ * was not they give -ESHUTDOWN (its task runs in the parent, if anywhere); weft_future_release
+ * frees the future only if the child held its last reference; weft_pool_destroy joins nothing,
+ * frees the pool's memory, takes its series out of its metrics registry (with the registry's
+ * lock: a registry that a thread of the parent was exporting at the fork cannot be used in the
+ * child at all) so that its name can be used again, and leaks, knowingly, the futures' free list
+ * (its lock may be held) and the futures the child still holds. The parent's pool goes on
+ * unchanged; pools created in the child work as usual. */
+
 /* Create a pool and start its min_threads workers and its tick thread.
  * -EINVAL (ret NULL, min > max, max > 1024, a name too long, an unknown on_full, tick < 1 ms...),
- * -ENOMEM, -EAGAIN (no thread), -EEXIST (a pool of this name already reports to that registry). */
+ * -ENOMEM (also if pthread_atfork fails), -EAGAIN (no thread), -EEXIST (a pool of this name
+ * already reports to that registry). */
 WEFT_API int weft_pool_create(weft_pool **ret, const weft_pool_opts *opts);
 
 /* Shut down (cancelling what has not started, waiting for what runs) and free. NULL is fine.
  * Must not be called from one of the pool's own tasks or from its on_verdict (it aborts).
  * Futures still held stay valid: they are final (done or cancelled) and are freed by
  * weft_future_release. No other thread may use the pool during or after the call (to stop
- * racing submitters first, call weft_pool_shutdown: they then get -ESHUTDOWN). */
+ * racing submitters first, call weft_pool_shutdown: they then get -ESHUTDOWN). In the child of
+ * a fork: see "fork" above. */
 WEFT_API void weft_pool_destroy(weft_pool *pool);
 
 /* Submit fn(arg). With ret_future NULL the task is fire-and-forget and the submit allocates
@@ -270,7 +289,7 @@ WEFT_API void weft_pool_destroy(weft_pool *pool);
  *  -EAGAIN     the queue is full and on_full is FAIL
  *  -ETIMEDOUT  on_full is BLOCK and no room came before the deadline
  *  -ENOMEM     out of memory, or an unbounded queue past its memory_budget
- *  -ESHUTDOWN  the pool is shutting down
+ *  -ESHUTDOWN  the pool is shutting down, or was created before a fork (in the child)
  *  -EINVAL     pool or fn NULL
  * With on_full CALLER_RUNS the task may have run on the calling thread before this returns. */
 WEFT_API int weft_pool_submit(weft_pool *pool, weft_task_fn fn, void *arg,
@@ -288,14 +307,16 @@ WEFT_API int weft_pool_submit_batch(weft_pool *pool, weft_task_fn fn, void *cons
 
 /* Wait until the task has run or the deadline passes. 0 with its result in *ret_result (may be
  * NULL); -ETIMEDOUT; -ECANCELED if it was cancelled, dropped, or the pool shut down before it ran;
- * -EINVAL for NULL f or a deadline below WEFT_FOREVER. Any number of threads may wait.
+ * -EINVAL for NULL f or a deadline below WEFT_FOREVER; -ESHUTDOWN, at once, in the child of a
+ * fork for a future not final at the fork. Any number of threads may wait.
  * Called from a task of the same pool, it never blocks the pool: while the future is pending the
  * waiting worker runs it itself, and while it runs elsewhere the worker runs other queued tasks
  * (up to 16 nested; the awaited task itself up to 128 nested). Helping runs another task on
  * this stack: a task that holds a lock while it waits may thus run a task that wants it. */
 WEFT_API int weft_future_wait(weft_future *f, int64_t deadline, void **ret_result);
 /* Cancel a task that has not started: 0 (also if it was cancelled already), or -EBUSY if it
- * started (or finished), -EINVAL for NULL. Waiters wake with -ECANCELED. */
+ * started (or finished), -EINVAL for NULL; -ESHUTDOWN in the child of a fork for a future not
+ * final at the fork. Waiters wake with -ECANCELED. */
 WEFT_API int weft_future_cancel(weft_future *f);
 /* True once the task ran, or was cancelled or dropped. */
 WEFT_API bool weft_future_done(const weft_future *f);
@@ -309,22 +330,24 @@ enum weft_pool_shutdown {
 
 /* Stop accepting tasks (later submits get -ESHUTDOWN), then drain or cancel the queue and wait for
  * the running tasks, until the deadline. Every submit that raced with it either was accepted, and
- * its task runs (DRAIN) or is cancelled, or got -ESHUTDOWN. 0 when the pool is idle and its
- * worker threads are gone (the tick thread runs until destroy, so the verdict stays readable);
- * -ETIMEDOUT if tasks still run at the deadline (call again, or destroy). -EDEADLK from a task of
- * the pool itself; -EINVAL for NULL, an unknown `how` or a deadline below WEFT_FOREVER. May be
- * called again, e.g. CANCEL after a DRAIN that timed out. */
+ * its task runs (DRAIN) or is cancelled, or got -ESHUTDOWN; once it has begun, DROP_OLDEST drops
+ * nothing (a submit that got -ESHUTDOWN dropped nothing). 0 when the pool is idle and its worker
+ * threads are gone (the tick thread runs until destroy, so the verdict stays readable);
+ * -ETIMEDOUT if tasks still run at the deadline (call again, or destroy). -EDEADLK from a task
+ * of the pool itself; -EINVAL for NULL, an unknown `how` or a deadline below WEFT_FOREVER;
+ * -ESHUTDOWN in the child of a fork. May be called again, e.g. CANCEL after a DRAIN that timed
+ * out. */
 WEFT_API int weft_pool_shutdown(weft_pool *pool, int how, int64_t deadline);
 
 /* Change the thread bounds while running (the tour resizes to the recommended size). Threads are
  * started at once up to the new min; extra threads retire as they finish their task (idle ones
  * at once). Zeros mean the defaults, as in create. -EINVAL as in create, -ESHUTDOWN after
- * shutdown, or the error of a thread start (the new bounds stay). Any thread, on_verdict
- * included. */
+ * shutdown (and in the child of a fork), or the error of a thread start (the new bounds stay).
+ * Any thread, on_verdict included. */
 WEFT_API int weft_pool_resize(weft_pool *pool, int min_threads, int max_threads);
 
 /* The latest verdict (copied). Any thread. Before the first tick: zeros but `at` and `threads`.
- * -EINVAL for NULL. */
+ * -EINVAL for NULL; -ESHUTDOWN in the child of a fork. */
 WEFT_API int weft_pool_verdict_get(weft_pool *pool, weft_pool_verdict *ret);
 
 /* "ok", "standing-queue", "runaway", "stall", "deadlock"; "unknown" otherwise. */

@@ -28,11 +28,16 @@
 #define WEFT__POOL_RING_SIZE (1u << WEFT__POOL_RING_BITS)
 /* Bit 63 of a ring's tail: the ring is closed (shutdown); pushes fail with -ESHUTDOWN. */
 #define WEFT__POOL_CLOSED ((uint64_t)1 << 63)
-/* An idle worker spins before it parks: twice the mean gap between arrivals when that is at
- * most SPIN_LONG (so a pool fed every 100 us or faster has a worker ready when the next task
- * comes), else SPIN_SHORT. An idle pool parks every worker after SPIN_SHORT. */
-#define WEFT__POOL_SPIN_SHORT WEFT_USEC(25)
-#define WEFT__POOL_SPIN_LONG WEFT_USEC(300)
+/* An idle worker spins before it parks (pool.c, "The spin"): SPIN_LONG while tasks arrive at
+ * least every SPIN_LONG / 2 on average (a ready worker saves the submitter a futex wake per
+ * task), else SPIN_SHORT, a look for a task submitted right behind another: a longer spin costs
+ * more CPU than the futex wake it saves (a park and wake here cost the worker about 2 us of CPU
+ * and the task about 2 us of latency; a spin across a 100 us gap costs 100 us). Each spin that
+ * ends with nothing found halves the next one, down to 1 / 2^SPIN_DECAY_MAX; a spin that finds
+ * work restores the full length: a worker spins long only while spinning pays off. */
+#define WEFT__POOL_SPIN_SHORT WEFT_USEC(4)
+#define WEFT__POOL_SPIN_LONG WEFT_USEC(25)
+#define WEFT__POOL_SPIN_DECAY_MAX 3
 /* A spinner that finds a gap longer than SPIN_PREEMPTED between two of its clock reads was
  * off the CPU (the CPUs are oversubscribed): nobody spins for SPIN_BACKOFF_MIN, doubling up to
  * SPIN_BACKOFF_MAX while such finds come within four back-offs of each other. A
@@ -282,6 +287,7 @@ struct weft_pool {
 	weft_metrics *metrics;
 	double cpu_capacity; /* the CPU budget's fractional capacity at create */
 	int cpu_budget;      /* and its integer budget: the default thread count */
+	uint32_t fork_gen;   /* the process's fork generation at create (pool.c, "fork") */
 
 	/* Read-mostly. */
 	_Alignas(64) struct weft__worker *_Atomic *slots; /* WEFT__POOL_MAX_THREADS entries */
@@ -301,6 +307,7 @@ struct weft_pool {
 	_Atomic int64_t spin_off_until;         /* no spinning before this time (weft_now) */
 	_Atomic int64_t spin_backoff;           /* the latest back-off */
 	_Atomic int64_t spin_preempted_at;      /* when a spinner last found it was preempted */
+	_Atomic int spin_decay;                 /* halvings of the next spin (0..DECAY_MAX) */
 
 	/* Written on every park and wake. */
 	_Alignas(64) _Atomic int nparked;  /* workers on the idle list */
@@ -309,8 +316,11 @@ struct weft_pool {
 
 	/* The bound of a bounded queue. */
 	_Alignas(64) _Atomic size_t reserved; /* tasks admitted and not yet popped */
-	_Atomic int room_waiters;             /* submitters blocked for room (BLOCK) */
-	_Atomic uint32_t room_seq;            /* futex: bumped when room may have come */
+	_Atomic int dropping;      /* DROP_OLDEST submits between their look at `stopping` and their
+	                              push (pool.c, "DROP_OLDEST and shutdown") */
+	_Atomic int stopping;      /* set by shutdown before it closes the queues */
+	_Atomic int room_waiters;  /* submitters blocked for room (BLOCK) */
+	_Atomic uint32_t room_seq; /* futex: bumped when room may have come */
 
 	/* Slow-path counters. */
 	_Alignas(64) _Atomic uint64_t rejected; /* offered and refused (FAIL, timeout, memory) */
@@ -354,6 +364,8 @@ void weft__pool_wake(weft_pool *p);
 size_t weft__pool_depth(weft_pool *p);
 /* Futures on the pool's free list (for tests). */
 size_t weft__pool_free_futures(weft_pool *p);
+/* The word a thread blocked in weft_future_wait on f sleeps on (its futex; for tests). */
+const void *weft__future_word(const weft_future *f);
 
 /* ---- the tick (verdict.c) -------------------------------------------------------------------- */
 
@@ -363,6 +375,9 @@ int weft__pool_measure_init(weft_pool *p);
 int weft__pool_tick_start(weft_pool *p);
 /* Stop and join it (no-op if not started). */
 void weft__pool_tick_stop(weft_pool *p);
+/* Run one tick now on the calling thread (for tests, after weft__pool_tick_stop: the tick's
+ * state belongs to one thread at a time). */
+void weft__pool_tick_now(weft_pool *p);
 /* Remove the series and free the tick's state (after the workers are gone). */
 void weft__pool_measure_fini(weft_pool *p);
 /* True on the pool's tick thread (in on_verdict); the tick thread marks itself. */

@@ -65,24 +65,33 @@
  *   given back once, by stop_spinning or at the end of the spin, like any other), so the
  *   argument above does not depend on it: it bounds how long a task waits for a spinner that
  *   the scheduler took off the CPU; it is not needed for the wake-up to happen.
- *   The spin (step 1) lasts pool->spin_ns, set by the tick: twice the mean gap between
- *   arrivals when that is at most WEFT__POOL_SPIN_LONG (300 us; a pool fed every 100 us keeps one
- *   worker ready: the submit-to-start latency is then that of a running thread, not of a futex
- *   wake-up), else 25 us. At most one worker starts a spin at a time (woken
- *   token-holders spin too). A spinner pauses between looks and never calls sched_yield: measured
- * on 2 CPUs with two busy loops, a spinner that yielded every 32 looks ran ~10 us, then waited 4-8
- * ms (a time slice) for the CPU while nspinning > 0 kept submitters from waking anyone: p50
- * submit-to-start ~1 ms. Instead a spin is bounded by the CPU budget: the spinner reads the clock
- * every few looks (spin_beat, for step 3), and a gap over SPIN_PREEMPTED (200 us) between two reads
- * means it was off the CPU for a time slice, so the CPUs are oversubscribed: it stops, and nobody
- *   spins for a back-off (10 ms, doubling up to 2 s while such preemptions keep coming, back
- *   to 10 ms after a quiet while; spin_preempted); meanwhile tasks go to woken workers, which
- *   the scheduler runs soon after their wake-up (a sleeper's wake-up preempts a CPU hog, a
- *   spinner that has used its share does not). Measured (2 CPUs, 10,000 tasks/s): with two
- *   busy loops, most gaps over 30 us were 1-8 ms (time slices); with other processes' short
- *   bursts, ~50 per second were 30-100 us (step 3's stale-spinner wake covers those without a
- *   back-off) and 0-5 per second longer. A pool whose single look takes over 200 us (hundreds
- *   of cold rings) may back off for nothing: it then wakes workers like a plain pool.
+ *   The spin (step 1) lasts pool->spin_ns, set by the tick: SPIN_LONG (25 us) while the mean
+ *   gap between arrivals is at most half of it, else SPIN_SHORT (4 us); and each spin that
+ *   finds nothing halves the next one (down to 1/8, spin_decay), a spin that finds work
+ *   restoring the full length. The cost model: a park and a futex wake cost the worker ~2 us
+ *   of CPU and the task ~2 us of latency here (a futex-woken thread: 1.8 us of CPU per cycle,
+ *   p50 wake-up 1.5 us), while a spin costs all of its length: one that bridges a 100 us gap
+ *   costs 100 us of CPU to save ~1 us (the previous rule, twice the mean gap up to 300 us,
+ *   did that at 10,000 tasks/s: ~100 us of CPU per task). So a worker spins long only while
+ *   tasks come close together, where a ready worker also spares the submitter a futex call
+ *   per task (the throughput case), and otherwise parks after a short look. A timer cannot
+ *   wake it just before the next arrival any cheaper: a timed sleep and its wake-up cost ~20 us
+ *   of CPU on this VM. At most one worker starts a spin at a time (woken token-holders spin
+ *   too). A spinner pauses between looks and never calls sched_yield: measured on 2 CPUs with
+ *   two busy loops, a spinner that yielded every 32 looks ran ~10 us, then waited 4-8 ms (a
+ *   time slice) for the CPU while nspinning > 0 kept submitters from waking anyone: p50
+ *   submit-to-start ~1 ms. Instead a spin is bounded by the CPU budget: the spinner reads the
+ *   clock every few looks (spin_beat, for step 3), and a gap over SPIN_PREEMPTED (200 us)
+ *   between two reads means it was off the CPU for a time slice, so the CPUs are
+ *   oversubscribed: it stops, and nobody spins for a back-off (10 ms, doubling up to 2 s while
+ *   such preemptions keep coming, back to 10 ms after a quiet while; spin_preempted);
+ *   meanwhile tasks go to woken workers, which the scheduler runs soon after their wake-up (a
+ *   sleeper's wake-up preempts a CPU hog, a spinner that has used its share does not).
+ *   Measured (2 CPUs, 10,000 tasks/s): with two busy loops, most gaps over 30 us were 1-8 ms
+ *   (time slices); with other processes' short bursts, ~50 per second were 30-100 us (step 3's
+ *   stale-spinner wake covers those without a back-off) and 0-5 per second longer. A pool
+ *   whose single look takes over 200 us (hundreds of cold rings) may back off for nothing: it
+ *   then wakes workers like a plain pool.
  *
  * Growth and retirement. A thread is started (by the submitter, or the tick) when a task was
  * queued, no worker is parked or spinning, the pool is below max, and no start is in flight
@@ -91,6 +100,18 @@
  * pool has more than max (after a resize). Starts, retirements and joins take the control lock
  * (WEFT__RANK_POOL); a retired thread is joined by the next start in its slot, by shutdown or by
  * destroy.
+ *
+ * DROP_OLDEST and shutdown. A submit to a full DROP_OLDEST pool pops an old task, cancels it,
+ * and pushes its own; a shutdown that closed the queues in between would refuse the new task
+ * after the old one was dropped: under DRAIN, an accepted task cancelled for nothing. So the
+ * two exclude each other with a Dekker pair, all four steps seq_cst: the dropper 1. increments
+ * `dropping`, 2. loads `stopping`: if set, it decrements and returns -ESHUTDOWN, dropping
+ * nothing; else 3. pops, cancels, pushes, and 4. decrements. Shutdown 1'. stores stopping = 1,
+ * 2'. waits (sched_yield) until `dropping` reads 0, and only then closes the queues. If 2 reads
+ * 0, it precedes 1' in the total order, so 1 precedes 2', which sees the dropper until its step
+ * 4: its push lands before the close. A dropper holds nothing while counted and never waits
+ * for shutdown, so the wait is a pop, a cancel and a push long. Only submits that find a
+ * DROP_OLDEST pool full pay the two atomic operations.
  *
  * Futures. State word: PENDING -> RUNNING -> DONE, or PENDING -> CANCELLED; each edge is a CAS
  * (weft_future_cancel, a worker's pop, a waiter's inline run), so exactly one party runs or
@@ -118,6 +139,15 @@
  * cancelled) or fails with -ESHUTDOWN. Workers exit when closing is set and every queue is
  * empty; with CANCEL the caller also pops every queue itself and cancels what it finds. Then it
  * waits (futex on nlive) for the threads to end until the deadline, and joins them.
+ *
+ * fork. The first create registers a pthread_atfork child handler that bumps a process-wide
+ * fork generation (and clears the forking thread's worker and tick marks: in the child it is
+ * neither). A pool and each of its futures keep the generation they were made in; a public
+ * function called on one from an older generation is in the child of a fork, where none of the
+ * pool's threads exist and any of its locks may be held forever: it returns -ESHUTDOWN before
+ * touching a lock or waiting (a future final at the fork still gives its result), and destroy
+ * frees memory without stopping or joining threads, leaving the futures' arena (lock) to leak.
+ * The check is one relaxed load of a global that only a fork changes, and a compare.
  *
  * Measurements (compiled out by WEFT_POOL_NO_MEASURE: then nothing tells tiny tasks from long
  * ones, so workers always batch and the lazy rule is off). Per task, on the worker: one relaxed
@@ -195,6 +225,43 @@ static __thread struct tls tls __attribute__((tls_model("initial-exec")));
 /* Home rings are handed out round-robin to submitting threads, process-wide. */
 static _Atomic uint32_t next_home;
 
+/* ---- fork ------------------------------------------------------------------------------------ */
+
+/* The process's fork generation: bumped in the child of every fork by the handler registered
+ * with the first pool. A pool or future whose generation differs was made by an ancestor
+ * process: its threads do not exist here, and its locks may be held forever by threads that
+ * were running at the fork. Read relaxed: it changes only in a child, before any other thread
+ * of the child exists. Every submit reads it, so it has a cache line of its own, never written
+ * in a running process: sharing one with some hot variable of the program (the bench's task
+ * counter, as it happened) made each submit a cache miss and halved the throughput. */
+static struct {
+	_Alignas(64) _Atomic uint32_t gen;
+	char pad[64 - sizeof(uint32_t)];
+} fork_line;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static int atfork_result;
+
+/* Runs in the child, on its only thread (the one that called fork): that thread is no worker
+ * and no tick thread here, whatever it was in the parent. */
+static void atfork_child(void)
+{
+	atomic_fetch_add_explicit(&fork_line.gen, 1, memory_order_relaxed);
+	tls.worker = NULL;
+	tls.tick_pool = NULL;
+	tls.help_depth = 0;
+}
+
+static void atfork_register(void)
+{
+	if (pthread_atfork(NULL, NULL, atfork_child) != 0)
+		atfork_result = -ENOMEM; /* its only error */
+}
+
+static inline bool from_parent(uint32_t gen)
+{
+	return weft__unlikely(gen != atomic_load_explicit(&fork_line.gen, memory_order_relaxed));
+}
+
 bool weft__pool_on_tick_thread(const weft_pool *p)
 {
 	return tls.tick_pool == p;
@@ -245,6 +312,7 @@ enum {
 struct weft_future {
 	_Atomic uint32_t state;
 	_Atomic uint32_t refs;
+	uint32_t fork_gen;     /* its pool's */
 	const weft_pool *pool; /* identity only: compared, never dereferenced */
 	struct weft__future_arena *arena;
 	weft_task_fn fn;
@@ -307,6 +375,7 @@ static weft_future *future_alloc(weft_pool *p, weft_task_fn fn, void *arg)
 	}
 	atomic_store_explicit(&f->state, F_PENDING, RELAXED);
 	atomic_store_explicit(&f->refs, 2, RELAXED); /* the caller's and the queue's */
+	f->fork_gen = p->fork_gen;
 	f->pool = p;
 	f->arena = a;
 	f->fn = fn;
@@ -996,13 +1065,16 @@ static bool try_retire(struct weft__worker *w, bool idle_expired)
 	     (n > atomic_load_explicit(&p->max_threads, RELAXED) ||
 	      (idle_expired && n > atomic_load_explicit(&p->min_threads, RELAXED)));
 	if (ok) {
-		/* Leave the idle list, unless a submitter woke us meanwhile: then we hold the
-		 * spinning token and stay. Holding ctl and idle_lock: ctl keeps the bounds and
-		 * nlive fixed while we decide, idle_lock the list. */
+		/* Parked (idle_expired): leave the idle list, unless a submitter woke us
+		 * meanwhile: then we hold the spinning token and stay. Awake (after a task, or
+		 * idle but not spinning), we are off the list and hold no token: `token` is that
+		 * of our last wake-up, given back since (stop_spinning), and must not keep us.
+		 * Holding ctl and idle_lock: ctl keeps the bounds and nlive fixed while we
+		 * decide, idle_lock the list. */
 		weft__mutex_lock(&p->idle_lock);
 		if (w->on_idle)
 			idle_remove(p, w);
-		else if (w->token)
+		else if (idle_expired && w->token)
 			ok = false;
 		weft__mutex_unlock(&p->idle_lock);
 	}
@@ -1109,7 +1181,8 @@ static int spin(struct weft__worker *w, struct weft__task *t)
 	weft_pool *p = w->pool;
 	int64_t now = weft_now();
 	atomic_store_explicit(&p->spin_beat, now, RELAXED);
-	int64_t len = atomic_load_explicit(&p->spin_ns, RELAXED);
+	int decay = atomic_load_explicit(&p->spin_decay, RELAXED);
+	int64_t len = atomic_load_explicit(&p->spin_ns, RELAXED) >> decay;
 	if (now < atomic_load_explicit(&p->spin_off_until, RELAXED))
 		len = 0;
 	int64_t end = now + len;
@@ -1122,12 +1195,22 @@ static int spin(struct weft__worker *w, struct weft__task *t)
 				continue;
 		}
 		int64_t t1 = weft_now();
-		if (t1 - now > WEFT__POOL_SPIN_PREEMPTED && len > 0)
+		bool preempted = t1 - now > WEFT__POOL_SPIN_PREEMPTED;
+		if (preempted && len > 0)
 			spin_preempted(p, t1);
-		if (r > 0)
+		if (r > 0) {
+			/* Paid off: the next spin is a full one. */
+			if (decay)
+				atomic_store_explicit(&p->spin_decay, 0, RELAXED);
 			return 1;
-		if (t1 >= end || t1 - now > WEFT__POOL_SPIN_PREEMPTED)
+		}
+		if (t1 >= end || preempted) {
+			/* Nothing came: the next spin is half as long (a spin cut short by a
+			 * preemption or a back-off says nothing about the arrivals). */
+			if (t1 >= end && !preempted && len > 0 && decay < WEFT__POOL_SPIN_DECAY_MAX)
+				atomic_store_explicit(&p->spin_decay, decay + 1, RELAXED);
 			return 0;
+		}
 		now = t1;
 		atomic_store_explicit(&p->spin_beat, now, RELAXED);
 	}
@@ -1323,11 +1406,16 @@ WEFT_API void weft_pool_destroy(weft_pool *p)
 {
 	if (!p)
 		return;
-	WEFT__ASSERT(!own_worker(p));                /* from one of its own tasks */
-	WEFT__ASSERT(!weft__pool_on_tick_thread(p)); /* from its on_verdict */
-	if (p->slots && atomic_load_explicit(&p->nslots, RELAXED))
-		(void)weft_pool_shutdown(p, WEFT_POOL_CANCEL, WEFT_FOREVER);
-	weft__pool_tick_stop(p);
+	/* In the child of a fork, the pool's threads do not exist: nothing to stop or join (and
+	 * its locks may be held by threads that were running at the fork). */
+	bool child = from_parent(p->fork_gen);
+	if (!child) {
+		WEFT__ASSERT(!own_worker(p));                /* from one of its own tasks */
+		WEFT__ASSERT(!weft__pool_on_tick_thread(p)); /* from its on_verdict */
+		if (p->slots && atomic_load_explicit(&p->nslots, RELAXED))
+			(void)weft_pool_shutdown(p, WEFT_POOL_CANCEL, WEFT_FOREVER);
+		weft__pool_tick_stop(p);
+	}
 	weft__pool_measure_fini(p);
 	if (p->slots) {
 		int n = atomic_load_explicit(&p->nslots, RELAXED);
@@ -1335,7 +1423,9 @@ WEFT_API void weft_pool_destroy(weft_pool *p)
 			worker_free(slot(p, i));
 		free((void *)p->slots);
 	}
-	arena_orphan(p->arena);
+	/* The child leaves the futures' arena to the futures it holds: its lock may be held. */
+	if (!child)
+		arena_orphan(p->arena);
 	if (p->locks_ready) {
 		weft__overflow_destroy(&p->ovf);
 		weft__mutex_destroy(&p->ctl);
@@ -1371,6 +1461,9 @@ WEFT_API int weft_pool_create(weft_pool **ret, const weft_pool_opts *opts)
 	    (o->max_threads && o->min_threads > o->max_threads))
 		return -EINVAL;
 
+	pthread_once(&atfork_once, atfork_register);
+	if (atfork_result < 0)
+		return atfork_result;
 	double capacity = 1;
 	int budget = cpu_budget(&capacity); /* also the forecast's CPU capacity */
 	if (budget < 0)
@@ -1400,6 +1493,7 @@ WEFT_API int weft_pool_create(weft_pool **ret, const weft_pool_opts *opts)
 	p->metrics = o->metrics;
 	p->cpu_capacity = capacity;
 	p->cpu_budget = budget;
+	p->fork_gen = atomic_load_explicit(&fork_line.gen, RELAXED);
 	atomic_store_explicit(&p->min_threads, min, RELAXED);
 	atomic_store_explicit(&p->max_threads, max, RELAXED);
 	atomic_store_explicit(&p->ntarget, 1, RELAXED);
@@ -1507,29 +1601,33 @@ static int pop_oldest(weft_pool *p, struct weft__task *t)
 }
 
 /* A bounded queue is full: apply on_full. Returns 1 when the caller may push (a reservation is
- * held), 0 when the task was handled (run by the caller), or a negative errno. */
+ * held), 0 when the task was handled (run by the caller), or a negative errno. With 1, and
+ * *ret_dropping set, the caller dropped a task and is counted in `dropping`: it leaves after
+ * its push. */
 static int when_full(weft_pool *p, weft_task_fn fn, void *arg, weft_future *f, int64_t deadline,
-                     bool use_block_timeout)
+                     bool use_block_timeout, bool *ret_dropping)
 {
 	switch (p->on_full) {
 	case WEFT_POOL_FULL_CALLER_RUNS: caller_runs(p, fn, arg, f); return 0;
 	case WEFT_POOL_FULL_DROP_OLDEST:
+		/* A pool shutting down keeps what it accepted (a DRAIN runs it): nothing is
+		 * dropped once shutdown has begun, and a drop is always followed by its push
+		 * (head comment, "DROP_OLDEST and shutdown"). */
 		for (int spins = 0;; spins++) {
 			struct weft__task old;
-			/* A pool shutting down keeps what it accepted (a DRAIN runs it): drop
-			 * nothing once closing is seen. (A shutdown that starts between this check
-			 * and the push below still rejects the new task after an old one was
-			 * dropped.) */
-			if (atomic_load_explicit(&p->closing, SEQ_CST))
+			atomic_fetch_add_explicit(&p->dropping, 1, SEQ_CST);
+			if (atomic_load_explicit(&p->stopping, SEQ_CST)) {
+				atomic_fetch_sub_explicit(&p->dropping, 1, SEQ_CST);
 				return -ESHUTDOWN;
+			}
 			if (pop_oldest(p, &old)) {
 				discard(p, &old);
+				*ret_dropping = true; /* submit_one leaves after its push */
 				return 1;
 			}
+			atomic_fetch_sub_explicit(&p->dropping, 1, SEQ_CST);
 			if (reserve(p)) /* room came, or every reserved task was still in flight */
 				return 1;
-			if (atomic_load_explicit(&p->closing, SEQ_CST))
-				return -ESHUTDOWN;
 			if (spins > 100)
 				sched_yield();
 			else
@@ -1572,6 +1670,9 @@ static int submit_one(weft_pool *p, weft_task_fn fn, void *arg, int64_t deadline
                       bool use_block_timeout, weft_future **ret_future)
 {
 	weft_future *f = NULL;
+	bool dropping = false;
+	if (from_parent(p->fork_gen))
+		return -ESHUTDOWN; /* a parent's pool, in the child of a fork */
 	if (ret_future) {
 		f = future_alloc(p, fn, arg);
 		if (!f)
@@ -1585,7 +1686,7 @@ static int submit_one(weft_pool *p, weft_task_fn fn, void *arg, int64_t deadline
 			}
 			return -ESHUTDOWN;
 		}
-		int r = when_full(p, fn, arg, f, deadline, use_block_timeout);
+		int r = when_full(p, fn, arg, f, deadline, use_block_timeout, &dropping);
 		if (r <= 0) {
 			if (r < 0 && f) {
 				future_unref(f);
@@ -1601,6 +1702,8 @@ static int submit_one(weft_pool *p, weft_task_fn fn, void *arg, int64_t deadline
 		f->stamp = t.stamp;
 	struct weft__ring *ring;
 	int r = enqueue(p, &t, &ring);
+	if (weft__unlikely(dropping))
+		atomic_fetch_sub_explicit(&p->dropping, 1, SEQ_CST);
 	if (weft__unlikely(r < 0)) {
 		unreserve(p);
 		if (r == -ENOMEM)
@@ -1716,6 +1819,8 @@ WEFT_API int weft_future_wait(weft_future *f, int64_t deadline, void **ret_resul
 	int r = 0;
 	uint32_t s = atomic_load_explicit(&f->state, ACQUIRE);
 	if ((s & F_STATE) < F_DONE) {
+		if (from_parent(f->fork_gen))
+			return -ESHUTDOWN; /* its task runs in the parent, if anywhere */
 		if (tls.worker && tls.worker->pool == f->pool) {
 			r = wait_helping(tls.worker, f, deadline);
 		} else {
@@ -1746,6 +1851,9 @@ WEFT_API int weft_future_cancel(weft_future *f)
 {
 	if (!f)
 		return -EINVAL;
+	if (from_parent(f->fork_gen) &&
+	    (atomic_load_explicit(&f->state, ACQUIRE) & F_STATE) < F_DONE)
+		return -ESHUTDOWN; /* its task is the parent's to run or cancel */
 	if (future_cancel(f))
 		return 0; /* counted by the pool when it pops the task */
 	uint32_t s = atomic_load_explicit(&f->state, ACQUIRE) & F_STATE;
@@ -1761,8 +1869,17 @@ WEFT_API bool weft_future_done(const weft_future *f)
 
 WEFT_API void weft_future_release(weft_future *f)
 {
-	if (f)
-		future_unref(f);
+	if (!f)
+		return;
+	if (from_parent(f->fork_gen)) {
+		/* In the child of a fork: the free list's lock may be held by a thread that is not
+		 * here. Free it if this was the last reference (its task had left the queue before
+		 * the fork), else leave it to the queue's copy, which nobody pops here. */
+		if (atomic_fetch_sub_explicit(&f->refs, 1, ACQ_REL) == 1)
+			free(f);
+		return;
+	}
+	future_unref(f);
 }
 
 /* ---- shutdown and resize --------------------------------------------------------------------- */
@@ -1800,8 +1917,15 @@ WEFT_API int weft_pool_shutdown(weft_pool *p, int how, int64_t deadline)
 {
 	if (!p || (how != WEFT_POOL_DRAIN && how != WEFT_POOL_CANCEL) || deadline < WEFT_FOREVER)
 		return -EINVAL;
+	if (from_parent(p->fork_gen))
+		return -ESHUTDOWN;
 	if (own_worker(p))
 		return -EDEADLK;
+	/* No DROP_OLDEST submit drops a task from here on, and those that did are let finish
+	 * their push before the queues close (head comment, "DROP_OLDEST and shutdown"). */
+	atomic_store_explicit(&p->stopping, 1, SEQ_CST);
+	while (atomic_load_explicit(&p->dropping, SEQ_CST))
+		sched_yield();
 	weft__mutex_lock(&p->ctl);
 	if (!atomic_load_explicit(&p->closing, RELAXED)) {
 		int n = atomic_load_explicit(&p->nslots, RELAXED);
@@ -1839,6 +1963,8 @@ WEFT_API int weft_pool_resize(weft_pool *p, int min_threads, int max_threads)
 	int r = resolve_threads(min_threads, max_threads, p->cpu_budget, &min, &max);
 	if (r < 0)
 		return r;
+	if (from_parent(p->fork_gen))
+		return -ESHUTDOWN;
 	weft__mutex_lock(&p->ctl);
 	if (atomic_load_explicit(&p->closing, RELAXED)) {
 		weft__mutex_unlock(&p->ctl);
@@ -1858,6 +1984,11 @@ WEFT_API int weft_pool_resize(weft_pool *p, int min_threads, int max_threads)
 	return r;
 }
 
+const void *weft__future_word(const weft_future *f)
+{
+	return &f->state;
+}
+
 size_t weft__pool_free_futures(weft_pool *p)
 {
 	weft__mutex_lock(&p->arena->lock);
@@ -1870,6 +2001,8 @@ WEFT_API int weft_pool_verdict_get(weft_pool *p, weft_pool_verdict *ret)
 {
 	if (!p || !ret)
 		return -EINVAL;
+	if (from_parent(p->fork_gen))
+		return -ESHUTDOWN; /* the tick thread may have held the lock at the fork */
 	weft__mutex_lock(&p->verdict_lock);
 	*ret = p->verdict;
 	weft__mutex_unlock(&p->verdict_lock);

@@ -604,12 +604,17 @@ static void tick_once(weft_pool *p, int64_t now)
 	if (rd.depth > 0 && rd.stuck)
 		weft__pool_wake(p);
 
-	/* The spin of an idle worker (internal/pool.h). */
+	/* The spin of an idle worker (internal/pool.h): long while the mean gap between arrivals
+	 * is at most half of it. */
 	double gap2 = v.arrival_rate > 0 ? 2e9 / v.arrival_rate : INFINITY;
-	int64_t spin = gap2 <= (double)WEFT__POOL_SPIN_LONG
-	                       ? WEFT__MAX((int64_t)gap2, WEFT__POOL_SPIN_SHORT)
-	                       : WEFT__POOL_SPIN_SHORT;
+	int64_t spin =
+	        gap2 <= (double)WEFT__POOL_SPIN_LONG ? WEFT__POOL_SPIN_LONG : WEFT__POOL_SPIN_SHORT;
 	atomic_store_explicit(&p->spin_ns, spin, RELAXED);
+}
+
+void weft__pool_tick_now(weft_pool *p)
+{
+	tick_once(p, weft_now());
 }
 
 static void *tick_main(void *arg)

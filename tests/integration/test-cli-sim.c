@@ -102,15 +102,16 @@ TEST(article_example_json)
 	ASSERT_TRUE(out[0] == '{');
 	ASSERT_TRUE(strchr(out, '\n') == out + strlen(out) - 1);
 	ASSERT_TRUE(out[strlen(out) - 2] == '}');
-	ASSERT_CONTAINS(out, "\"rho\":1.5,\"stable\":false,\"growth_per_s\":0.666667,");
+	ASSERT_CONTAINS(out, "\"rho\":1.5,\"stable\":false,\"growth_per_s\":0.6666666666666667,");
 	ASSERT_CONTAINS(out, "\"wait_s\":null,");
 	ASSERT_CONTAINS(out, "\"min_stable_threads\":4,");
 	ASSERT_CONTAINS(out, "\"threads_for_target\":6,");
-	ASSERT_CONTAINS(out, "\"backlog_after_1h\":2400,");
-	ASSERT_CONTAINS(out, "\"wait_after_1h_s\":1800,");
+	/* every number as computed, to the last bit: 2/3 * 3600 is not quite 2400 in doubles */
+	ASSERT_CONTAINS(out, "\"backlog_after_1h\":2400.0000000000005,");
+	ASSERT_CONTAINS(out, "\"wait_after_1h_s\":1800.0000000000005,");
 	ASSERT_CONTAINS(out, "\"time_to_full_s\":null,");
-	ASSERT_CONTAINS(out, "\"table\":[{\"threads\":4,\"rho\":0.75,\"p_wait\":0.509434,"
-	                     "\"wait_s\":0.764151},");
+	ASSERT_CONTAINS(out, "\"table\":[{\"threads\":4,\"rho\":0.75,\"p_wait\":0.5094339622641509,"
+	                     "\"wait_s\":0.7641509433962264},");
 	ASSERT_NEAR(json_get(out, "arrival_rate"), 2, 0);
 	ASSERT_NEAR(json_get(out, "service_time"), 1.5, 0);
 	ASSERT_NEAR(json_get(out, "threads"), 2, 0);
@@ -121,6 +122,33 @@ TEST(article_example_json)
 	ASSERT_TRUE(isnan(json_get(out, "cpu_bound_limit")));
 	ASSERT_NEAR(json_get(out, "budget_allows"), 1, 0);
 	ASSERT_NOT_CONTAINS(out, "\"simulation\"");
+	free(out);
+}
+
+/* JSON numbers are the shortest text that reads back as the same double: inputs with 7 and more
+ * significant digits come back exactly (not rounded to 6: 1.234567 is not 1.23457), computed
+ * values come back bit for bit, short decimals stay short, integers have no exponent. */
+TEST(json_numbers_round_trip)
+{
+	char *out = SIM(0, false, "--arrival-rate", "1.234567", "--service-time", "0.123456789",
+	                "--threads", "3", "--json");
+	ASSERT_CONTAINS(out, "{\"arrival_rate\":1.234567,\"service_time\":0.123456789,"
+	                     "\"threads\":3,");
+	ASSERT_TRUE(json_get(out, "arrival_rate") == 1.234567);
+	ASSERT_TRUE(json_get(out, "service_time") == 0.123456789);
+	/* a = lambda * S, a product that needs 17 digits, and 10 % of S as the wait target */
+	double a = 1.234567 * 0.123456789;
+	ASSERT_TRUE(json_get(out, "offered_load") == a);
+	ASSERT_TRUE(json_get(out, "rho") == a / 3);
+	ASSERT_TRUE(json_get(out, "wait_target_s") == 0.123456789 * 0.1);
+	free(out);
+	/* Short values stay short; an integral value is an integer; 1/3 needs all 16 digits. */
+	out = SIM(0, false, "--arrival-rate", "10", "--service-time", "0.1", "--threads", "3",
+	          "--json");
+	ASSERT_CONTAINS(out, "\"service_time\":0.1,");
+	ASSERT_CONTAINS(out, "\"offered_load\":1,");
+	ASSERT_CONTAINS(out, "\"rho\":0.3333333333333333,");
+	ASSERT_TRUE(json_get(out, "rho") == 1.0 / 3);
 	free(out);
 }
 

@@ -1,13 +1,22 @@
 /* test-pool.c: the executor pool: create and destroy with defaults and options, argument
  * validation of every function, allocation and thread faults on create, submit and futures,
- * futures (result, deadline, cancel before and after start, release without waiting), every
- * rejection policy, tasks that submit to their own bounded pool and wait on the futures, batch
- * submit, thread growth and retirement, resize, shutdown (drain, cancel, deadlines, racing
- * submitters, from a task), and destroy with futures still held. */
+ * futures (result, deadline, cancel before and after start, release without waiting, waiters
+ * proven asleep in the kernel on the future's word), every rejection policy (DROP_OLDEST also
+ * taking the tasks a worker holds in its stash, and racing shutdown: nothing dropped without its
+ * replacement queued), tasks that submit to their own bounded pool and wait on the futures, batch
+ * submit, thread growth and retirement (never past max while the tick keeps trying), resize (a
+ * busy thread retires after its task, not during it), a retired worker's ring emptied by the
+ * others, shutdown (drain, cancel, deadlines, racing submitters, from a task), destroy with
+ * futures still held, and fork (every function on the parent's pool fails cleanly in the child,
+ * from the main thread and from a worker thread; a new pool works there). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -94,6 +103,66 @@ static void occupy(weft_pool *p, int n)
 	for (int i = 0; i < n; i++)
 		ASSERT_OK(weft_pool_submit(p, blocker, NULL, NULL));
 	WAIT_FOR(atomic_load(&started) == base + n, 5000);
+}
+
+/* Blockers that know their worker: a task reads its thread's name, "NAME-SLOT", and waits on
+ * that slot's own gate, so a test can end the task of one chosen worker. */
+#define SLOTS 4
+static sem_t slot_gate[SLOTS];
+static _Atomic int slot_started[SLOTS], slot_done[SLOTS];
+
+static void *slot_blocker(void *arg)
+{
+	char name[16] = "";
+	prctl(PR_GET_NAME, name, 0, 0, 0);
+	const char *dash = strrchr(name, '-');
+	int i = dash ? atoi(dash + 1) : -1;
+	if (i < 0 || i >= SLOTS)
+		return (void *)-1;
+	atomic_fetch_add(&slot_started[i], 1);
+	while (sem_wait(&slot_gate[i]) != 0) {
+	}
+	atomic_fetch_add(&slot_done[i], 1);
+	return arg;
+}
+
+/* The slots whose blocker has started, in ret[0] < ret[1]; returns how many there are. */
+static int started_slots(int ret[2])
+{
+	int k = 0;
+	for (int i = 0; i < SLOTS; i++) {
+		if (atomic_load(&slot_started[i]) > 0) {
+			if (k < 2)
+				ret[k] = i;
+			k++;
+		}
+	}
+	return k;
+}
+
+/* Occupy both threads of a 2-thread pool with slot blockers, one on each; their slots in
+ * ret_slots. */
+static void occupy_slots(weft_pool *p, int ret_slots[2])
+{
+	for (int i = 0; i < SLOTS; i++) {
+		ASSERT_EQ(sem_init(&slot_gate[i], 0, 0), 0);
+		atomic_store(&slot_started[i], 0);
+		atomic_store(&slot_done[i], 0);
+	}
+	for (int i = 0; i < 2; i++)
+		ASSERT_OK(weft_pool_submit(p, slot_blocker, NULL, NULL));
+	WAIT_FOR(started_slots(ret_slots) == 2, 5000);
+}
+
+/* Wait until the tick has run `n` more times (the verdict's time moved on n ticks), and return
+ * that verdict. */
+static weft_pool_verdict ticks_later(weft_pool *p, int n)
+{
+	weft_pool_verdict v;
+	ASSERT_OK(weft_pool_verdict_get(p, &v));
+	int64_t from = v.at;
+	WAIT_FOR(weft_pool_verdict_get(p, &v) == 0 && v.at >= from + n * p->tick, 5000);
+	return v;
 }
 
 /* ---- create and destroy --------------------------------------------------------------------- */
@@ -403,8 +472,11 @@ TEST(futures)
 	ASSERT_EQ((long)res, 1);
 	weft_future_release(fb);
 	WAIT_FOR(atomic_load(&ran) == 2, 5000);
-	th_sleep_ms(20);
-	ASSERT_EQ(atomic_load(&ran), 2); /* the cancelled one did not run */
+	/* The worker took the cancelled task out of the queue (counted then) and skipped it: it
+	 * was popped before the one queued after it ran, so it will never run. */
+	WAIT_FOR(atomic_load(&p->cancelled) == 1, 5000);
+	ASSERT_EQ(atomic_load(&ran), 2);
+	ASSERT_EQ(weft__pool_depth(p), 0);
 	weft_pool_destroy(p);
 	weft_metrics_destroy(m);
 }
@@ -413,13 +485,32 @@ struct waiter_arg {
 	weft_future *f;
 	int64_t deadline;
 	int r;
+	_Atomic pid_t tid;
 };
 
 static void *wait_thread(void *arg)
 {
 	struct waiter_arg *w = arg;
+	atomic_store(&w->tid, gettid());
 	w->r = weft_future_wait(w->f, w->deadline, NULL);
 	return NULL;
+}
+
+/* True if thread `tid` of this process is blocked in a futex wait on `word`, as its
+ * /proc/self/task/TID/syscall says: the system call number and its first argument. */
+static bool asleep_on(pid_t tid, const void *word)
+{
+	char path[64], line[256] = "";
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return false;
+	bool got = fgets(line, sizeof(line), f) != NULL;
+	fclose(f);
+	long nr;
+	unsigned long long a0;
+	return got && sscanf(line, "%ld 0x%llx", &nr, &a0) == 2 && nr == SYS_futex &&
+	       a0 == (unsigned long long)(uintptr_t)word;
 }
 
 TEST(futures_many_waiters)
@@ -433,10 +524,17 @@ TEST(futures_many_waiters)
 	pthread_t th[6];
 	struct waiter_arg wa[6];
 	for (int i = 0; i < 6; i++) {
-		wa[i] = (struct waiter_arg){i < 3 ? f : q, WEFT_FOREVER, 1};
+		wa[i] = (struct waiter_arg){i < 3 ? f : q, WEFT_FOREVER, 1, 0};
 		ASSERT_EQ(pthread_create(&th[i], NULL, wait_thread, &wa[i]), 0);
 	}
-	th_sleep_ms(20);
+	/* Every waiter is asleep in weft_future_wait, in the kernel on its future's word, before
+	 * either task ends: the wake-ups below are what ends their waits. */
+	for (int i = 0; i < 6; i++)
+		WAIT_FOR(atomic_load(&wa[i].tid) != 0 &&
+		                 asleep_on(atomic_load(&wa[i].tid), weft__future_word(wa[i].f)),
+		         5000);
+	ASSERT_FALSE(weft_future_done(f));
+	ASSERT_FALSE(weft_future_done(q));
 	ASSERT_OK(weft_future_cancel(q)); /* wakes its waiters */
 	gate_open(1);
 	for (int i = 0; i < 6; i++) {
@@ -541,6 +639,114 @@ TEST(full_drop_oldest)
 	weft_future_release(d);
 	free(th_wait_for_metrics(m, "weft_pool_tasks_cancelled_total{pool=\"t\"} 2", 3));
 	weft_pool_destroy(p);
+	weft_metrics_destroy(m);
+}
+
+/* A task that queues, on its own pool (so into its own worker's ring, which nobody pops while
+ * it runs), a blocker and 15 tiny tasks behind it: once it returns, the worker pops all 16 in one
+ * batch (its tasks are tiny), runs the blocker and keeps the 15 in its stash. */
+static weft_pool *stash_pool;
+static weft_future *stash_fut[16];
+
+static void *queue_behind_blocker(void *arg)
+{
+	if (weft_pool_submit(stash_pool, blocker, NULL, &stash_fut[0]) < 0)
+		return (void *)-1;
+	for (long i = 1; i < 16; i++)
+		if (weft_pool_submit(stash_pool, count_task, (void *)i, &stash_fut[i]) < 0)
+			return (void *)-1;
+	return arg;
+}
+
+/* Run tiny tasks until the worker's running mean says they are tiny (it batches then). */
+static bool make_tiny(weft_pool *p)
+{
+	for (int round = 0; round < 2000 && !atomic_load(&p->tiny); round++) {
+		long base = atomic_load(&ran);
+		for (int i = 0; i < 16; i++)
+			ASSERT_OK(weft_pool_submit(p, count_task, NULL, NULL));
+		WAIT_FOR(atomic_load(&ran) == base + 16, 5000);
+	}
+	return atomic_load(&p->tiny);
+}
+
+TEST_TIMEOUT(full_drop_oldest_takes_stashed, 60)
+{
+	enum { Q = 32 };
+	weft_metrics *m = registry();
+	stash_pool = pool_new(m, 1, 1, Q, WEFT_POOL_FULL_DROP_OLDEST);
+	struct weft__worker *w = atomic_load(&stash_pool->slots[0]);
+	gate_init();
+	/* The batch needs the worker's mean service time below 2 us at the moment it pops, which a
+	 * slow build (sanitizers) may never reach, and which one timed slow task can undo: try a
+	 * few times. */
+	bool set_up = false;
+	for (int attempt = 0; attempt < 20 && !set_up; attempt++) {
+		if (!make_tiny(stash_pool))
+			break;
+		atomic_store(&started, 0);
+		long base = atomic_load(&ran);
+		weft_future *f;
+		ASSERT_OK(weft_pool_submit(stash_pool, queue_behind_blocker, NULL, &f));
+		WAIT_FOR(atomic_load(&started) == 1, 5000);
+		ASSERT_OK(weft_future_wait(f, 0, NULL));
+		weft_future_release(f);
+		set_up = weft__stash_count(&w->stash) == 15;
+		if (set_up)
+			break;
+		gate_open(1);
+		for (int i = 0; i < 16; i++) {
+			ASSERT_OK(weft_future_wait(stash_fut[i], WEFT_FOREVER, NULL));
+			weft_future_release(stash_fut[i]);
+		}
+		WAIT_FOR(atomic_load(&ran) == base + 15, 5000);
+	}
+	if (!set_up) {
+		gate_open(1);
+		weft_pool_destroy(stash_pool);
+		weft_metrics_destroy(m);
+		SKIP("the worker never popped a batch into its stash here (tasks not tiny enough)");
+	}
+	/* The worker blocks in the blocker; its stash holds the 15 oldest tasks, which count
+	 * against the bound. Fill the rest of the bound with newer tasks in the ring. */
+	long base = atomic_load(&ran);
+	weft_future *newer[Q - 15], *x[3];
+	for (int i = 0; i < Q - 15; i++)
+		ASSERT_OK(weft_pool_submit(stash_pool, count_task, NULL, &newer[i]));
+	ASSERT_EQ(weft__pool_depth(stash_pool), Q);
+	/* Full: each submit drops the oldest, which sit in the stash, in order. */
+	for (int k = 0; k < 3; k++) {
+		ASSERT_OK(weft_pool_submit(stash_pool, count_task, NULL, &x[k]));
+		ASSERT_EQ(weft__pool_depth(stash_pool), Q);
+		ASSERT_EQ(weft__stash_count(&w->stash), 15 - (unsigned)(k + 1));
+		ASSERT_TRUE(weft_future_done(stash_fut[1 + k]));
+		ASSERT_ERR(weft_future_wait(stash_fut[1 + k], 0, NULL), -ECANCELED);
+	}
+	for (int i = 4; i < 16; i++)
+		ASSERT_FALSE(weft_future_done(stash_fut[i]));
+	for (int i = 0; i < Q - 15; i++)
+		ASSERT_FALSE(weft_future_done(newer[i]));
+	ASSERT_EQ(atomic_load(&stash_pool->cancelled), 3);
+	/* The rest runs. */
+	gate_open(1);
+	for (int i = 4; i < 16; i++) {
+		void *res;
+		ASSERT_OK(weft_future_wait(stash_fut[i], WEFT_FOREVER, &res));
+		ASSERT_EQ((long)res, i);
+	}
+	for (int i = 0; i < Q - 15; i++)
+		ASSERT_OK(weft_future_wait(newer[i], WEFT_FOREVER, NULL));
+	for (int k = 0; k < 3; k++)
+		ASSERT_OK(weft_future_wait(x[k], WEFT_FOREVER, NULL));
+	ASSERT_OK(weft_future_wait(stash_fut[0], WEFT_FOREVER, NULL));
+	WAIT_FOR(atomic_load(&ran) == base + 12 + (Q - 15) + 3, 5000);
+	for (int i = 0; i < 16; i++)
+		weft_future_release(stash_fut[i]);
+	for (int i = 0; i < Q - 15; i++)
+		weft_future_release(newer[i]);
+	for (int k = 0; k < 3; k++)
+		weft_future_release(x[k]);
+	weft_pool_destroy(stash_pool);
 	weft_metrics_destroy(m);
 }
 
@@ -817,6 +1023,7 @@ TEST_TIMEOUT(grow_and_retire, 20)
 	                    .min_threads = 1,
 	                    .max_threads = 4,
 	                    .idle_timeout = WEFT_MSEC(150),
+	                    .tick = WEFT_MSEC(5),
 	                    .metrics = m};
 	weft_pool *p;
 	ASSERT_OK(weft_pool_create(&p, &o));
@@ -827,17 +1034,24 @@ TEST_TIMEOUT(grow_and_retire, 20)
 		ASSERT_OK(weft_pool_submit(p, blocker, NULL, NULL));
 	WAIT_FOR(atomic_load(&started) == 4, 5000);
 	ASSERT_EQ(threads_of(p), 4);
-	th_sleep_ms(30);
-	ASSERT_EQ(atomic_load(&started), 4); /* never past max */
+	/* Never past max: every tick with work queued and no worker idle tries to start a
+	 * thread (weft__pool_maybe_spawn), and so does every submit; after three ticks that saw
+	 * it so, and one more submit, the pool still has 4 threads running 4 tasks. */
+	ASSERT_OK(weft_pool_submit(p, blocker, NULL, NULL));
+	weft_pool_verdict v = ticks_later(p, 3);
+	ASSERT_EQ(v.queue_depth, 3);
+	ASSERT_EQ(v.busy, 4);
+	ASSERT_EQ(v.threads, 4);
+	ASSERT_EQ(atomic_load(&started), 4);
 	ASSERT_EQ(threads_of(p), 4);
-	gate_open(6);
-	WAIT_FOR(atomic_load(&started) == 6, 5000);
+	gate_open(7);
+	WAIT_FOR(atomic_load(&started) == 7, 5000);
 	/* Idle for longer than idle_timeout: back to min. */
 	WAIT_FOR(threads_of(p) == 1, 5000);
 	/* And it grows again. */
 	for (int i = 0; i < 2; i++)
 		ASSERT_OK(weft_pool_submit(p, blocker, NULL, NULL));
-	WAIT_FOR(atomic_load(&started) == 8, 5000);
+	WAIT_FOR(atomic_load(&started) == 9, 5000);
 	ASSERT_EQ(threads_of(p), 2);
 	gate_open(2);
 	weft_pool_destroy(p);
@@ -847,7 +1061,13 @@ TEST_TIMEOUT(grow_and_retire, 20)
 TEST_TIMEOUT(resize, 20)
 {
 	weft_metrics *m = registry();
-	weft_pool *p = pool_new(m, 1, 1, 0, 0);
+	weft_pool_opts o = {.name = "t",
+	                    .min_threads = 1,
+	                    .max_threads = 1,
+	                    .tick = WEFT_MSEC(5),
+	                    .metrics = m};
+	weft_pool *p;
+	ASSERT_OK(weft_pool_create(&p, &o));
 	gate_init();
 	ASSERT_OK(weft_pool_resize(p, 3, 3));
 	ASSERT_EQ(threads_of(p), 3); /* started at once */
@@ -856,15 +1076,27 @@ TEST_TIMEOUT(resize, 20)
 	/* Shrink: parked extras retire at once (idle timeout is 10 s). */
 	ASSERT_OK(weft_pool_resize(p, 1, 1));
 	WAIT_FOR(threads_of(p) == 1, 5000);
-	/* Shrink while busy: the extra thread retires after its task. */
+	/* Shrink while busy: the extra thread retires after its task, not during it. */
 	ASSERT_OK(weft_pool_resize(p, 2, 2));
-	atomic_store(&started, 0);
-	occupy(p, 2);
+	int sl[2];
+	occupy_slots(p, sl);
 	ASSERT_OK(weft_pool_resize(p, 1, 1));
-	th_sleep_ms(20);
+	/* Three ticks after the resize, both threads still run their tasks. */
+	weft_pool_verdict v = ticks_later(p, 3);
+	ASSERT_EQ(v.threads, 2);
+	ASSERT_EQ(v.busy, 2);
 	ASSERT_EQ(threads_of(p), 2);
-	gate_open(2);
+	ASSERT_EQ(atomic_load(&slot_done[sl[0]]) + atomic_load(&slot_done[sl[1]]), 0);
+	/* The first to finish its task retires; the other goes on with its own. */
+	sem_post(&slot_gate[sl[1]]);
 	WAIT_FOR(threads_of(p) == 1, 5000);
+	ASSERT_EQ(atomic_load(&slot_done[sl[1]]), 1);
+	ASSERT_FALSE(atomic_load(&atomic_load(&p->slots[sl[1]])->live));
+	ASSERT_TRUE(atomic_load(&atomic_load(&p->slots[sl[0]])->live));
+	ASSERT_EQ(atomic_load(&slot_done[sl[0]]), 0);
+	sem_post(&slot_gate[sl[0]]);
+	WAIT_FOR(atomic_load(&slot_done[sl[0]]) == 1, 5000);
+	ASSERT_EQ(threads_of(p), 1); /* at max: it stays */
 	/* Zero means the defaults, as in create. */
 	ASSERT_OK(weft_pool_resize(p, 0, 0));
 	ASSERT_EQ(threads_of(p), weft_cpu_budget(NULL));
@@ -875,6 +1107,58 @@ TEST_TIMEOUT(resize, 20)
 	WAIT_FOR(atomic_load(&ran) == 50, 5000);
 	ASSERT_OK(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER));
 	ASSERT_ERR(weft_pool_resize(p, 1, 1), -ESHUTDOWN);
+	weft_pool_destroy(p);
+	weft_metrics_destroy(m);
+}
+
+/* A worker that retires after its task (the pool is over max) may leave tasks in its ring:
+ * they were pushed there while it ran. Nobody leaves them to it (its slot is not live), so the
+ * remaining worker takes them. */
+TEST_TIMEOUT(retired_ring_is_emptied, 20)
+{
+	weft_metrics *m = registry();
+	weft_pool *p = pool_new(m, 2, 2, 0, 0);
+	atomic_store(&ran, 0);
+	int sl[2];
+	occupy_slots(p, sl);
+	/* Tasks in the ring of the worker that will retire, pushed as a submitter whose home ring
+	 * it is would push them (its notify wakes nobody: no worker is idle). */
+	struct weft__worker *leaving = atomic_load(&p->slots[sl[1]]);
+	enum { K = 40 };
+	for (int i = 0; i < K; i++) {
+		struct weft__task t = {count_task, NULL, NULL, 0};
+		ASSERT_OK(weft__ring_push(&leaving->ring, &t));
+	}
+	ASSERT_OK(weft_pool_resize(p, 1, 1));
+	/* It ends its task and retires at once, its ring still full. */
+	sem_post(&slot_gate[sl[1]]);
+	WAIT_FOR(threads_of(p) == 1 && !atomic_load(&leaving->live), 5000);
+	ASSERT_EQ(weft__ring_depth(&leaving->ring), K);
+	ASSERT_EQ(atomic_load(&ran), 0);
+	/* The other worker, once free, empties it. */
+	sem_post(&slot_gate[sl[0]]);
+	WAIT_FOR(atomic_load(&ran) == K, 5000);
+	ASSERT_EQ(weft__ring_depth(&leaving->ring), 0);
+	ASSERT_EQ(weft__pool_depth(p), 0);
+	ASSERT_EQ(threads_of(p), 1);
+	/* Again with tiny tasks, which a busy owner keeps to itself (the lazy rule): a retired
+	 * owner is not busy, whatever its ring holds. */
+	for (int i = 0; i < 20000; i++)
+		ASSERT_OK(weft_pool_submit(p, count_task, NULL, NULL));
+	WAIT_FOR(atomic_load(&ran) == K + 20000, 5000);
+	ASSERT_OK(weft_pool_resize(p, 2, 2));
+	occupy_slots(p, sl);
+	leaving = atomic_load(&p->slots[sl[1]]);
+	for (int i = 0; i < 5; i++) {
+		struct weft__task t = {count_task, NULL, NULL, 0};
+		ASSERT_OK(weft__ring_push(&leaving->ring, &t));
+	}
+	ASSERT_OK(weft_pool_resize(p, 1, 1));
+	sem_post(&slot_gate[sl[1]]);
+	WAIT_FOR(threads_of(p) == 1 && !atomic_load(&leaving->live), 5000);
+	sem_post(&slot_gate[sl[0]]);
+	WAIT_FOR(atomic_load(&ran) == K + 20000 + 5, 5000);
+	ASSERT_EQ(weft__pool_depth(p), 0);
 	weft_pool_destroy(p);
 	weft_metrics_destroy(m);
 }
@@ -1029,6 +1313,65 @@ TEST_TIMEOUT(shutdown_races_submit, 30)
 	}
 }
 
+/* DROP_OLDEST racing a shutdown. While the only worker is held by a blocker, a full queue stays
+ * exactly full: every accepted submit drops one queued task and puts its own in its place. A
+ * submit that drops a task and is then refused by a shutdown starting in between would leave
+ * the queue one short and a task cancelled for nothing, under a DRAIN that should run it. */
+struct dropper {
+	weft_pool *p;
+	long accepted;
+	int last;
+};
+
+static void *drop_submit(void *arg)
+{
+	struct dropper *d = arg;
+	for (;;) {
+		int e = weft_pool_submit(d->p, count_task, NULL, NULL);
+		if (e < 0) {
+			d->last = e;
+			return NULL;
+		}
+		d->accepted++;
+	}
+}
+
+TEST_TIMEOUT(drop_oldest_races_shutdown, 60)
+{
+	enum { Q = 8, SUBMITTERS = 3, ROUNDS = 40 };
+	for (int round = 0; round < ROUNDS; round++) {
+		weft_metrics *m = registry();
+		weft_pool *p = pool_new(m, 1, 1, Q, WEFT_POOL_FULL_DROP_OLDEST);
+		gate_init();
+		occupy(p, 1);
+		struct dropper d[SUBMITTERS];
+		pthread_t th[SUBMITTERS];
+		for (int i = 0; i < SUBMITTERS; i++) {
+			d[i] = (struct dropper){p, 0, 0};
+			ASSERT_EQ(pthread_create(&th[i], NULL, drop_submit, &d[i]), 0);
+		}
+		/* Let them fill the queue and drop for a while (round % 4 ms). */
+		WAIT_FOR(atomic_load(&p->cancelled) > 0, 5000);
+		th_sleep_ms(round % 4);
+		ASSERT_ERR(weft_pool_shutdown(p, WEFT_POOL_DRAIN, weft_deadline_in(WEFT_MSEC(1))),
+		           -ETIMEDOUT);
+		long accepted = 0;
+		for (int i = 0; i < SUBMITTERS; i++) {
+			pthread_join(th[i], NULL);
+			ASSERT_ERR(d[i].last, -ESHUTDOWN);
+			accepted += d[i].accepted;
+		}
+		/* Still exactly full, and one task dropped per accepted submit past the first Q. */
+		ASSERT_EQ(weft__pool_depth(p), Q);
+		ASSERT_EQ(atomic_load(&p->cancelled), accepted - Q);
+		gate_open(1);
+		ASSERT_OK(weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER));
+		ASSERT_EQ(atomic_load(&ran), Q); /* the drain ran every task it held */
+		weft_pool_destroy(p);
+		weft_metrics_destroy(m);
+	}
+}
+
 static weft_pool *edeadlk_pool;
 
 static void *shutdown_self(void *arg)
@@ -1069,6 +1412,170 @@ TEST(destroy_with_futures_held)
 	weft_future_release(fb);
 	weft_future_release(fq); /* the last one frees the pool's future arena */
 	ASSERT_EQ(weft_metrics_size(m), 0);
+	weft_metrics_destroy(m);
+}
+
+/* ---- fork ---------------------------------------------------------------------------------- */
+
+/* In the child of a fork the pool's threads do not exist: every pool function fails at once with
+ * -ESHUTDOWN (none blocks, none touches a lock a thread of the parent may have held), a future
+ * finished before the fork keeps its result, destroy frees without joining anything, and a new
+ * pool works (not under TSan, which cannot follow a child that starts threads after a
+ * multi-threaded fork). Each check has its own exit code. */
+struct fork_case {
+	weft_pool *p;
+	weft_metrics *m;
+	weft_future *done, *running, *pending;
+};
+
+static void fork_child_checks(struct fork_case *c)
+{
+	weft_pool *p = c->p;
+	weft_future *f = (weft_future *)1;
+	void *args[2] = {NULL, NULL}, *res = NULL;
+	weft_pool_verdict v;
+	if (weft_pool_submit(p, count_task, NULL, NULL) != -ESHUTDOWN)
+		_exit(10);
+	if (weft_pool_submit(p, count_task, NULL, &f) != -ESHUTDOWN || f != (weft_future *)1)
+		_exit(11);
+	if (weft_pool_submit_until(p, count_task, NULL, WEFT_FOREVER, NULL) != -ESHUTDOWN)
+		_exit(12);
+	if (weft_pool_submit_batch(p, count_task, args, 2, NULL) != -ESHUTDOWN)
+		_exit(13);
+	if (weft_pool_resize(p, 1, 1) != -ESHUTDOWN)
+		_exit(14);
+	if (weft_pool_verdict_get(p, &v) != -ESHUTDOWN)
+		_exit(15);
+	if (weft_pool_shutdown(p, WEFT_POOL_DRAIN, WEFT_FOREVER) != -ESHUTDOWN)
+		_exit(16);
+	/* Argument checks come first, as in the parent. */
+	if (weft_pool_submit(p, NULL, NULL, NULL) != -EINVAL)
+		_exit(17);
+	if (weft_future_wait(c->done, WEFT_FOREVER, &res) != 0 || res != (void *)7)
+		_exit(18);
+	/* One still running at the fork fails at once (this one may have ended before). */
+	bool was_done = weft_future_done(c->running);
+	if (weft_future_wait(c->running, WEFT_FOREVER, NULL) != (was_done ? 0 : -ESHUTDOWN))
+		_exit(19);
+	if (weft_future_wait(c->pending, WEFT_FOREVER, NULL) != -ESHUTDOWN)
+		_exit(20);
+	if (weft_future_cancel(c->pending) != -ESHUTDOWN || weft_future_done(c->pending))
+		_exit(21);
+	if (weft_future_cancel(c->done) != -EBUSY || !weft_future_done(c->done))
+		_exit(22);
+	weft_future_release(c->done);
+	weft_future_release(c->running);
+	weft_future_release(c->pending);
+	weft_pool_destroy(p);
+#if !WEFT__TSAN
+	/* A new pool, under the same name in the same registry: the old one's series are gone. */
+	weft_pool_opts o = {.name = "fork", .min_threads = 2, .max_threads = 2, .metrics = c->m};
+	weft_pool *q;
+	if (weft_pool_create(&q, &o) != 0)
+		_exit(23);
+	long base = atomic_load(&ran);
+	for (int i = 0; i < 100; i++)
+		if (weft_pool_submit(q, count_task, NULL, NULL) != 0)
+			_exit(24);
+	if (weft_pool_submit(q, count_task, (void *)9, &f) != 0 ||
+	    weft_future_wait(f, weft_deadline_in(WEFT_SEC(10)), &res) != 0 || res != (void *)9)
+		_exit(25);
+	weft_future_release(f);
+	if (weft_pool_shutdown(q, WEFT_POOL_DRAIN, weft_deadline_in(WEFT_SEC(10))) != 0 ||
+	    atomic_load(&ran) != base + 101)
+		_exit(26);
+	weft_pool_destroy(q);
+#endif
+	_exit(0);
+}
+
+static void fork_child(void *arg)
+{
+	fork_child_checks(arg);
+}
+
+/* A task of the pool that forks (when `fork_go` is posted): the child's only thread was a worker
+ * in the parent. */
+static struct fork_case *fork_case_of_task;
+static sem_t fork_go;
+
+static void *fork_in_task(void *arg)
+{
+	while (sem_wait(&fork_go) != 0) {
+	}
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0)
+		fork_child_checks(fork_case_of_task);
+	return (void *)(intptr_t)pid;
+}
+
+static void fork_case_setup(struct fork_case *c, weft_metrics *m)
+{
+	weft_pool_opts o = {.name = "fork", .min_threads = 2, .max_threads = 2, .metrics = m};
+	c->m = m;
+	ASSERT_OK(weft_pool_create(&c->p, &o));
+	gate_init();
+	void *res;
+	ASSERT_OK(weft_pool_submit(c->p, count_task, (void *)7, &c->done));
+	ASSERT_OK(weft_future_wait(c->done, WEFT_FOREVER, &res));
+	ASSERT_OK(weft_pool_submit(c->p, blocker, NULL, &c->running));
+	WAIT_FOR(atomic_load(&started) == 1, 5000);
+}
+
+TEST_TIMEOUT(fork_child_fails_cleanly, 60)
+{
+	weft_metrics *m = registry();
+	struct fork_case c;
+	fork_case_setup(&c, m);
+	/* Both workers busy (one with the running blocker, one with another), one task queued,
+	 * and a thread of the parent asleep on its future: all of it in the fork. */
+	ASSERT_OK(weft_pool_submit(c.p, blocker, NULL, NULL));
+	WAIT_FOR(atomic_load(&started) == 2, 5000);
+	ASSERT_OK(weft_pool_submit(c.p, count_task, (void *)5, &c.pending));
+	pthread_t th;
+	struct waiter_arg wa = {c.pending, WEFT_FOREVER, 1, 0};
+	ASSERT_EQ(pthread_create(&th, NULL, wait_thread, &wa), 0);
+	WAIT_FOR(atomic_load(&wa.tid) != 0 &&
+	                 asleep_on(atomic_load(&wa.tid), weft__future_word(c.pending)),
+	         5000);
+	pid_t pid = th_spawn_fn(fork_child, &c);
+	int st = th_stop(pid, 0, 30);
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_EQ(WEXITSTATUS(st), 0);
+
+	/* The parent's pool is untouched: one worker freed, the queued task runs and its waiter
+	 * wakes. */
+	gate_open(1);
+	void *res;
+	ASSERT_OK(weft_future_wait(c.pending, WEFT_FOREVER, &res));
+	ASSERT_EQ((long)res, 5);
+	pthread_join(th, NULL);
+	ASSERT_OK(wa.r);
+	weft_future_release(c.pending);
+
+	/* From a worker thread, with a task queued behind it: the child's thread is no worker
+	 * there (else its waits would run the copies of the parent's queued tasks). */
+	ASSERT_EQ(sem_init(&fork_go, 0, 0), 0);
+	fork_case_of_task = &c;
+	weft_future *ff;
+	ASSERT_OK(weft_pool_submit(c.p, fork_in_task, NULL, &ff));
+	ASSERT_OK(weft_pool_submit(c.p, count_task, (void *)6, &c.pending));
+	sem_post(&fork_go);
+	ASSERT_OK(weft_future_wait(ff, WEFT_FOREVER, &res));
+	weft_future_release(ff);
+	ASSERT_GT((intptr_t)res, 0);
+	st = th_stop((pid_t)(intptr_t)res, 0, 30);
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_EQ(WEXITSTATUS(st), 0);
+	ASSERT_OK(weft_future_wait(c.pending, WEFT_FOREVER, &res));
+	ASSERT_EQ((long)res, 6);
+	gate_open(1);
+	ASSERT_OK(weft_future_wait(c.running, WEFT_FOREVER, NULL));
+	weft_future_release(c.done);
+	weft_future_release(c.running);
+	weft_future_release(c.pending);
+	weft_pool_destroy(c.p);
 	weft_metrics_destroy(m);
 }
 
