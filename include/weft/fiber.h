@@ -112,6 +112,10 @@ WEFT_API int weft_sched_create(weft_sched **ret, const weft_sched_opts *opts);
  * first to know. */
 WEFT_API void weft_sched_destroy(weft_sched *s);
 
+/* fork: a child process may create schedulers of its own and use them. A scheduler of the parent
+ * is not the child's (its threads do not exist there): its calls return -ESHUTDOWN, except
+ * weft_sched_destroy, which frees the child's copy without touching threads. */
+
 /* The scheduler's root scope (valid until weft_sched_destroy). NULL for NULL. */
 WEFT_API weft_scope *weft_sched_root(weft_sched *s);
 
@@ -134,7 +138,8 @@ typedef struct weft_spawn_opts {
 /* Spawn fn(arg) as a new fiber in `scope`; it runs soon on some worker. Any thread may spawn (a
  * fiber, or a plain thread). The spawn site (the caller's return address) is recorded for dumps.
  * *ret_id (may be NULL) gets the fiber's id, unique in the process. -EINVAL (scope or fn NULL, bad
- * opts), -ECANCELED (the scope is cancelled or closed), -EAGAIN (max_fibers alive), -ENOMEM. */
+ * opts), -ECANCELED (the scope is cancelled or closed), -EAGAIN (max_fibers alive), -ENOMEM,
+ * -ESHUTDOWN (the scheduler is being destroyed, or belongs to the parent of a fork). */
 WEFT_API int weft_spawn(weft_scope *scope, weft_fiber_fn fn, void *arg, const weft_spawn_opts *opts,
                         uint64_t *ret_id);
 

@@ -101,7 +101,7 @@ typedef struct timer_heap {
 	int n, cap;
 } timer_heap;
 
-#define RUNQ_SIZE 256
+#define RUNQ_SIZE 1024
 
 struct worker {
 	weft_sched *s;
@@ -197,6 +197,7 @@ struct weft_sched {
 	char pad5_[64];
 	_Atomic long alive;
 	_Atomic int shutdown;
+	_Atomic uint32_t running; /* workers that have started (futex for create) */
 
 	/* the injection queue: spawns and wakes from plain threads, run-queue overflow */
 	char pad6_[64];

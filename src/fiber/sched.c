@@ -206,19 +206,24 @@ static void runq_put(worker *w, weft__fiber *f)
 			atomic_store_explicit(&w->tail, t + 1, memory_order_release);
 			return;
 		}
-		/* full: take half from head (racing stealers: retry on a lost CAS) */
+		/* full: take half from head (racing stealers: retry on a lost CAS). The owner may
+		 * read the slots after its CAS, unlike a stealer: only the owner writes slots, and
+		 * it writes none here. No array on the stack: this runs on fibers' small stacks. */
 		uint32_t n = RUNQ_SIZE / 2;
-		weft__fiber *batch[RUNQ_SIZE / 2 + 1];
-		for (uint32_t i = 0; i < n; i++)
-			batch[i] = atomic_load_explicit(&w->ring[(h + i) % RUNQ_SIZE],
-			                                memory_order_relaxed);
 		if (!atomic_compare_exchange_strong_explicit(
 		            &w->head, &h, h + n, memory_order_acq_rel, memory_order_relaxed))
 			continue;
-		batch[n] = f;
-		for (uint32_t i = 0; i < n; i++)
-			batch[i]->next = batch[i + 1];
-		inject_push(w->s, batch[0], batch[n], (long)n + 1);
+		weft__fiber *first =
+		        atomic_load_explicit(&w->ring[h % RUNQ_SIZE], memory_order_relaxed);
+		weft__fiber *last = first;
+		for (uint32_t i = 1; i < n; i++) {
+			weft__fiber *g = atomic_load_explicit(&w->ring[(h + i) % RUNQ_SIZE],
+			                                      memory_order_relaxed);
+			last->next = g;
+			last = g;
+		}
+		last->next = f;
+		inject_push(w->s, first, f, (long)n + 1);
 		return;
 	}
 }
@@ -757,6 +762,10 @@ static void *worker_main(void *arg)
 	weft__tls_worker = w;
 	loop_context_init(w);
 	weft__stack_altstack(w);
+	/* weft_sched_create returns once every worker is here (a fork right after it finds no
+	 * thread half-started) */
+	atomic_fetch_add_explicit(&s->running, 1, memory_order_release);
+	weft__futex_wake(&s->running, 1);
 	for (;;) {
 		weft__fiber *f = w->loop_next;
 		w->loop_next = NULL;
@@ -923,10 +932,22 @@ static void fiber_entry(void *arg, void *data)
 	fiber_exit(f);
 }
 
+/* memset of the control block, without the `rep stos` gcc picks for it: its start-up cost was
+ * the largest single cost of a spawn (perf). */
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) static inline void
+fiber_zero(weft__fiber *f)
+{
+	typedef uint64_t v2 __attribute__((vector_size(16), aligned(16), may_alias));
+	_Static_assert(sizeof(weft__fiber) % 16 == 0, "the control block is whole 16-byte words");
+	v2 *p = (v2 *)(void *)f;
+	for (size_t i = 0; i < sizeof(*f) / 16; i++)
+		p[i] = (v2){0, 0};
+}
+
 static int check_sched(const weft_sched *s)
 {
 	if (s->fork_gen != weft__fork_gen())
-		return -ECHILD;
+		return -ESHUTDOWN;
 	if (atomic_load_explicit(&s->shutdown, memory_order_acquire))
 		return -ESHUTDOWN;
 	return 0;
@@ -971,7 +992,7 @@ __attribute__((noinline)) int weft_spawn(weft_scope *sc, weft_fiber_fn fn, void 
 	if (r < 0)
 		goto fail_alive;
 	weft__fiber *f = (weft__fiber *)(void *)st.hi;
-	memset(f, 0, sizeof(*f));
+	fiber_zero(f);
 	f->stack = st;
 	f->stack_req = size;
 	f->sched = s;
@@ -1351,6 +1372,9 @@ int weft_sched_create(weft_sched **ret, const weft_sched_opts *opts)
 			goto fail;
 		s->workers[i].started = true;
 	}
+	for (uint32_t n;
+	     (n = atomic_load_explicit(&s->running, memory_order_acquire)) < (uint32_t)s->nworkers;)
+		weft__futex_wait(&s->running, n, WEFT_FOREVER);
 	weft__sched_register(s);
 	*ret = s;
 	return 0;

@@ -83,7 +83,7 @@ int weft_scope_create(weft_scope **ret, weft_scope *parent)
 	if (!ret || !parent)
 		return -EINVAL;
 	if (parent->s->fork_gen != weft__fork_gen())
-		return -ECHILD;
+		return -ESHUTDOWN;
 	if (atomic_load_explicit(&parent->cancelled, memory_order_acquire))
 		return -ECANCELED;
 	weft_scope *sc = weft__calloc(1, sizeof(*sc));
@@ -213,7 +213,7 @@ int weft_scope_cancel(weft_scope *sc)
 	if (!sc)
 		return -EINVAL;
 	if (sc->s->fork_gen != weft__fork_gen())
-		return -ECHILD;
+		return -ESHUTDOWN;
 	cancel_tree(sc);
 	return 0;
 }
@@ -283,7 +283,7 @@ int weft_scope_join(weft_scope *sc, int64_t deadline)
 	if (!sc || deadline < WEFT_FOREVER)
 		return -EINVAL;
 	if (sc->s->fork_gen != weft__fork_gen())
-		return -ECHILD;
+		return -ESHUTDOWN;
 	weft__fiber *self = weft__fiber_self();
 	if (self)
 		return join_fiber(sc, self, deadline);

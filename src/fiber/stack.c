@@ -134,6 +134,9 @@ int weft__stack_init_process(void)
 	guard_budget = (max - used - 4096) / 2;
 	if (guard_budget < 0)
 		guard_budget = 0;
+	/* valgrind's table of mappings holds about 5,000 (VG_N_SEGMENTS): past it, it exits */
+	if (weft__on_valgrind && guard_budget > 1000)
+		guard_budget = 1000;
 	if (getenv("WEFT_FIBER_GUARD_BUDGET")) /* tests: make the fallback reachable cheaply */
 		guard_budget = strtol(getenv("WEFT_FIBER_GUARD_BUDGET"), NULL, 10);
 	struct sigaction sa = {.sa_sigaction = segv_handler, .sa_flags = SA_SIGINFO | SA_ONSTACK};

@@ -150,6 +150,28 @@ TEST(fiber_spawn_from_fibers)
 	weft_sched_destroy(s);
 }
 
+/* One fiber spawns more than a worker's ring holds (1024) without yielding: the ring spills half of
+ * itself to the injection queue, again and again; every fiber still runs once. */
+static void flood_fn(void *arg)
+{
+	weft_scope *root = weft_sched_root(weft_sched_current());
+	for (int i = 0; i < 5000; i++)
+		ASSERT_OK(weft_spawn(root, count_fn, (void *)(intptr_t)1, NULL, NULL));
+	(void)arg;
+}
+
+TEST(fiber_run_queue_overflow_spills_to_the_injection_queue)
+{
+	for (int threads = 1; threads <= 2; threads++) {
+		weft_sched *s = mk(threads);
+		atomic_store(&counter, 0);
+		ASSERT_OK(weft_spawn(weft_sched_root(s), flood_fn, NULL, NULL, NULL));
+		join_all(s);
+		ASSERT_EQ(atomic_load(&counter), 5000);
+		weft_sched_destroy(s);
+	}
+}
+
 /* ---- yield ------------------------------------------------------------------------------- */
 
 static char yield_log[64];
@@ -725,9 +747,9 @@ static void fork_child(void *arg)
 	if (!parent)
 		goto fresh;
 	/* the parent's scheduler is not this process's */
-	if (weft_spawn(weft_sched_root(parent), noop, NULL, NULL, NULL) != -ECHILD)
+	if (weft_spawn(weft_sched_root(parent), noop, NULL, NULL, NULL) != -ESHUTDOWN)
 		_exit(10);
-	if (weft_scope_join(weft_sched_root(parent), 0) != -ECHILD)
+	if (weft_scope_join(weft_sched_root(parent), 0) != -ESHUTDOWN)
 		_exit(11);
 	/* freeing the copy (no threads to stop) takes its series out of the registry, so the
 	 * name can be used again */
