@@ -114,7 +114,10 @@ WEFT_API void weft_sched_destroy(weft_sched *s);
 
 /* fork: a child process may create schedulers of its own and use them. A scheduler of the parent
  * is not the child's (its threads do not exist there): its calls return -ESHUTDOWN, except
- * weft_sched_destroy, which frees the child's copy without touching threads. */
+ * weft_sched_destroy, which frees the child's copy without touching threads and takes its series
+ * out of its metrics registry (with the registry's lock: a registry a thread of the parent was
+ * exporting at the fork cannot be used in the child at all). A child forked from inside a fiber
+ * must exec or _exit. */
 
 /* The scheduler's root scope (valid until weft_sched_destroy). NULL for NULL. */
 WEFT_API weft_scope *weft_sched_root(weft_sched *s);

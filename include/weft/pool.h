@@ -266,7 +266,9 @@ typedef struct weft_pool_opts {
  * lock: a registry that a thread of the parent was exporting at the fork cannot be used in the
  * child at all) so that its name can be used again, and leaks, knowingly, the futures' free list
  * (its lock may be held) and the futures the child still holds. The parent's pool goes on
- * unchanged; pools created in the child work as usual. */
+ * unchanged; pools created in the child work as usual. A child forked from inside a task or an
+ * on_verdict callback runs on a copy of the parent's worker (or tick) thread: it must exec or
+ * _exit before returning from that task or callback. */
 
 /* Create a pool and start its min_threads workers and its tick thread.
  * -EINVAL (ret NULL, min > max, max > 1024, a name too long, an unknown on_full, tick < 1 ms...),

@@ -275,6 +275,7 @@ int weft__scope_init_root(weft_sched *s);
 void weft__scope_free_root(weft_sched *s);
 int weft__scope_attach(weft_scope *sc, weft__fiber *f);
 void weft__scope_detach(weft__fiber *f);
+void weft__scope_release(weft_scope *sc, bool with_root);
 
 /* dump.c */
 void weft__sched_register(weft_sched *s);

@@ -9,11 +9,11 @@
  * Run queues, per worker (the design of Go's runtime, written anew):
  *   runnext   one slot the owner fills with a fiber that should run next (a new spawn, a fiber
  *             woken by a channel hand-off); stealers take it only in their last round
- *   ring      256 slots; the owner pushes at tail (release), the owner and stealers take from
- *             head by CAS. A stealer copies half of [head, tail) and then CASes head: if the CAS
- *             wins, no slot it copied can have been reused (the owner only writes past tail,
- *             which stays below head + 256). A full ring moves half of itself to the injection
- *             queue.
+ *   ring      1024 slots (Go's has 256: a burst of a thousand spawns stays local); the owner
+ *             pushes at tail (release), the owner and stealers take from head by CAS. A stealer
+ *             copies half of [head, tail) and then CASes head: if the CAS wins, no slot it copied
+ *             can have been reused (the owner only writes past tail, which stays below head +
+ *             1024). A full ring moves half of itself to the injection queue.
  *   inbox     pinned fibers made runnable by anyone: only the owner takes them (never stolen)
  * and one injection queue per scheduler (spawns and wakes from plain threads, ring overflow),
  * under a spin lock, checked first every 61 schedule calls so it cannot starve.
@@ -981,7 +981,7 @@ __attribute__((noinline)) int weft_spawn(weft_scope *sc, weft_fiber_fn fn, void 
 	if (atomic_load_explicit(&sc->cancelled, memory_order_acquire))
 		return -ECANCELED;
 	if (atomic_fetch_add_explicit(&s->root.alive, 1, memory_order_relaxed) >= s->max_fibers) {
-		atomic_fetch_sub_explicit(&s->root.alive, 1, memory_order_relaxed);
+		weft__scope_release(&s->root, true);
 		return -EAGAIN;
 	}
 	worker *w = tls_worker();
@@ -1034,7 +1034,7 @@ __attribute__((noinline)) int weft_spawn(weft_scope *sc, weft_fiber_fn fn, void 
 		*ret_id = id;
 	return 0;
 fail_alive:
-	atomic_fetch_sub_explicit(&s->root.alive, 1, memory_order_relaxed);
+	weft__scope_release(&s->root, true); /* a joiner of the root may have seen our count */
 	return r;
 }
 

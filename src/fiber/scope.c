@@ -109,6 +109,8 @@ int weft_scope_create(weft_scope **ret, weft_scope *parent)
 	return 0;
 }
 
+static void scope_zero(weft_scope *sc);
+
 int weft__scope_attach(weft_scope *sc, weft__fiber *f)
 {
 	worker *w = weft__tls_worker;
@@ -119,10 +121,9 @@ int weft__scope_attach(weft_scope *sc, weft__fiber *f)
 	weft__spin_lock(&sh->lock);
 	if (atomic_load_explicit(&sc->cancelled, memory_order_seq_cst)) {
 		weft__spin_unlock(&sh->lock);
-		for (weft_scope *p = sc; !p->is_root; p = p->parent)
-			atomic_fetch_sub_explicit(&p->alive, 1, memory_order_relaxed);
-		/* alive cannot reach 0 here in a way anyone waits for: our own increment kept it
-		 * above, and a joiner that saw it at 1 is woken by the fiber that takes it to 0 */
+		/* a joiner may have seen our count and be waiting for 0: release as an exit does
+		 * (the root's count is the caller's to give back) */
+		weft__scope_release(sc, false);
 		return -ECANCELED;
 	}
 	f->scope = sc;
@@ -149,7 +150,7 @@ static void scope_zero(weft_scope *sc)
 		uint64_t tok = j->tok;
 		j->linked = false;
 		if (weft__wake_claim(f, tok, 0))
-			weft__ready(sc->s, f, WEFT__READY_QUEUE);
+			weft__wake_ready(f, WEFT__READY_QUEUE); /* f's own scheduler, not sc's */
 	}
 	weft__spin_unlock(&sc->join_lock);
 	atomic_fetch_add_explicit(&sc->join_seq, 1, memory_order_seq_cst);
@@ -169,7 +170,15 @@ void weft__scope_detach(weft__fiber *f)
 	if (f->scope_next)
 		f->scope_next->scope_prev = f->scope_prev;
 	weft__spin_unlock(&sh->lock);
-	while (sc) {
+	weft__scope_release(sc, true);
+}
+
+/* Take one fiber off `alive` at every level from sc up (to the root if with_root): the level that
+ * reaches 0 wakes its joiners. Used by an exit and by a spawn that failed after counting itself
+ * in (a joiner may have seen it and be waiting for 0). */
+void weft__scope_release(weft_scope *sc, bool with_root)
+{
+	while (sc && (with_root || !sc->is_root)) {
 		weft_scope *parent = sc->parent; /* read first: sc may be freed once we leave it */
 		bool root = sc->is_root;
 		if (!root)

@@ -101,10 +101,13 @@ void weft__stack_overflow_report(const weft__fiber *f, const char *how)
 static void segv_handler(int sig, siginfo_t *si, void *uc)
 {
 	worker *w = weft__tls_worker;
-	weft__fiber *f = w ? w->current : NULL;
-	if (f && f->stack.guarded) {
+	/* the running fiber, or, in the last instructions of a switch away from a fiber (current
+	 * already names the next one), the one being left */
+	weft__fiber *cand[2] = {w ? w->current : NULL, w ? w->prev : NULL};
+	for (int i = 0; i < 2; i++) {
+		weft__fiber *f = cand[i];
 		const char *a = si->si_addr;
-		if (a >= (const char *)f->stack.map && a < f->stack.lo)
+		if (f && f->stack.guarded && a >= (const char *)f->stack.map && a < f->stack.lo)
 			weft__stack_overflow_report(f, "a fault in its guard page");
 	}
 	if (old_segv.sa_flags & SA_SIGINFO) {

@@ -18,12 +18,13 @@
  * Waiting. A waiter record (struct waiter: links, fiber, wait token, `linked`) lives on the waiting
  * fiber's stack, which stays valid while the fiber is parked. Every wait follows the protocol of
  * src/internal/fiber.h: a fast path under the spin; not ready, release the spin and
- * weft__wait_begin (never under a spin: it may switch, to absorb a cancel racing with it); take
+ * weft__wait_begin (outside the spin: it neither switches nor locks, so this order is a choice
+ * that costs a second hold of the spin, not a need; chan.c does it under the spin); take
  * the spin, try once more (ready now: weft__wait_abandon, after the spin) or append the record,
  * release the spin; park; if the park returns a failure (the timer's -ETIMEDOUT or the scope's
  * -ECANCELED; or -ENOMEM when the scheduler could not arm the timer), take the spin again and
  * unlink the record if it is still linked. No spin is ever held across a call that can switch
- * (wait_begin, park, abandon's fallback park, a wake with WEFT__READY_SWITCH).
+ * (park, abandon's fallback park, a wake with WEFT__READY_SWITCH).
  *
  * Waking. A waker, under the spin, pops records from the head and calls
  * weft__wake_claim(fiber, tok, 0) on each until one succeeds; a record whose claim fails belongs to
@@ -262,7 +263,7 @@ static bool deadline_passed(int64_t deadline)
 /* The object turned out ready after weft__wait_begin: end the wait without parking. If the
  * abandon loses, the scope's cancel claimed the wait first (nothing else knows the token): park to
  * absorb that claim, which returns as soon as the canceller makes us runnable. Never under a spin:
- * both calls may switch. */
+ * the park switches. */
 static void wait_undo(weft__fiber *self, uint64_t tok)
 {
 	if (!weft__wait_abandon(self, tok))
@@ -274,8 +275,8 @@ static void wait_undo(weft__fiber *self, uint64_t tok)
 typedef bool take_fn(struct wobj *o, weft__fiber *self);
 
 /* The wait protocol on object o for the calling fiber, entered without the spin after a fast path
- * found o not ready. Step 1 comes before the spin (weft__wait_begin may switch: it absorbs a
- * racing cancel); then, under the spin, o is tried again and, still not ready, the record queued.
+ * found o not ready. Step 1 comes before the spin (a choice: weft__wait_begin neither switches
+ * nor locks); then, under the spin, o is tried again and, still not ready, the record queued.
  * 0 when o was taken or a waker claimed the wait with 0 (the hand-off), else -ETIMEDOUT,
  * -ECANCELED (or -ENOMEM: the scheduler's timer could not be armed) with the record out of the
  * list. */

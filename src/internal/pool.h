@@ -362,6 +362,8 @@ void weft__pool_wake(weft_pool *p);
 
 /* Tasks queued (rings, stashes and overflow). */
 size_t weft__pool_depth(weft_pool *p);
+/* Tests: workers pop batches (and keep a stash) whatever their tasks' service time. */
+extern _Atomic int weft__pool_force_batch;
 /* Futures on the pool's free list (for tests). */
 size_t weft__pool_free_futures(weft_pool *p);
 /* The word a thread blocked in weft_future_wait on f sleeps on (its futex; for tests). */

@@ -707,6 +707,8 @@ static bool work_for(struct weft__worker *w)
  * its stash, the overflow queue every 61 calls, its ring, the overflow queue, the other rings;
  * last, except in FIND_QUICK, the other workers' stashes (the owner is usually about to run
  * them, and a thief there makes the stash's line bounce). */
+_Atomic int weft__pool_force_batch;
+
 static int find_task(struct weft__worker *w, struct weft__task *t, enum find_mode mode)
 {
 	weft_pool *p = w->pool;
@@ -714,7 +716,10 @@ static int find_task(struct weft__worker *w, struct weft__task *t, enum find_mod
 	int r;
 	if (stash_take(&w->stash, t))
 		goto got;
-	unsigned batch = w->s_est < TINY_NS ? WEFT__POOL_STASH + 1 : 1;
+	unsigned batch = w->s_est < TINY_NS || weft__unlikely(atomic_load_explicit(
+	                                               &weft__pool_force_batch, RELAXED))
+	                         ? WEFT__POOL_STASH + 1
+	                         : 1;
 	if (--w->ovf_left <= 0) {
 		w->ovf_left = OVF_EVERY;
 		r = weft__overflow_take(&p->ovf, t, &w->ring, OVF_BATCH);

@@ -151,8 +151,11 @@ static int grow(struct weft__overflow *o)
 		return -ENOMEM;
 	for (size_t i = 0; i < o->count; i++)
 		b[i] = o->buf[(o->head + i) & (o->cap - 1)];
-	free(o->buf);
+	/* the new buffer is in place before the old one is freed: a fork child that frees the
+	 * overflow (weft_pool_destroy there) never sees a freed pointer */
+	struct weft__task *old = o->buf;
 	o->buf = b;
+	free(old);
 	o->cap = cap;
 	o->head = 0;
 	return 0;

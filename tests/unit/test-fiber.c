@@ -3,6 +3,7 @@
  * fault injection and fork. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -407,6 +408,81 @@ TEST(fiber_joins_another_scope)
 	ASSERT_EQ(atomic_load(&j.r), 0);
 	ASSERT_EQ(atomic_load(&counter), 10);
 	weft_scope_destroy(work);
+	weft_sched_destroy(s);
+}
+
+/* A fiber of one scheduler joins a scope of another: it is woken on its own scheduler. */
+struct cross_arg {
+	weft_scope *target;
+	weft_sched *home;
+	_Atomic int r;
+};
+
+static void cross_joiner(void *arg)
+{
+	struct cross_arg *c = arg;
+	long tid = syscall(SYS_gettid); /* its scheduler has one worker: this thread */
+	int r = weft_scope_join(c->target, weft_deadline_in(WEFT_SEC(10)));
+	/* still on its own scheduler's thread after the wake-up, and it keeps working there */
+	if (r == 0 && syscall(SYS_gettid) != tid)
+		r = 1000;
+	if (r == 0)
+		r = weft_fiber_sleep_until(weft_deadline_in(WEFT_MSEC(1)));
+	if (r == 0 && (syscall(SYS_gettid) != tid || weft_sched_current() != c->home))
+		r = 1001;
+	atomic_store(&c->r, r == 0 ? 0 : r);
+}
+
+TEST(fiber_joins_a_scope_of_another_scheduler)
+{
+	weft_sched *a = NULL, *b = NULL;
+	ASSERT_OK(weft_sched_create(&a, &(weft_sched_opts){.threads = 1, .name = "a"}));
+	ASSERT_OK(weft_sched_create(&b, &(weft_sched_opts){.threads = 1, .name = "b"}));
+	atomic_store(&counter, 0);
+	weft_scope *work;
+	ASSERT_OK(weft_scope_create(&work, weft_sched_root(a)));
+	for (int i = 0; i < 5; i++)
+		ASSERT_OK(weft_spawn(work, nap_fn, NULL, NULL, NULL));
+	struct cross_arg c = {.target = work, .home = b, .r = 1};
+	ASSERT_OK(weft_spawn(weft_sched_root(b), cross_joiner, &c, NULL, NULL));
+	join_all(b);
+	ASSERT_EQ(atomic_load(&c.r), 0);
+	ASSERT_EQ(atomic_load(&counter), 5);
+	weft_scope_destroy(work);
+	weft_sched_destroy(a);
+	weft_sched_destroy(b);
+}
+
+/* Spawns racing a cancel and a join of the same (empty) scope: the join always ends. */
+struct race_spawn {
+	weft_scope *sc;
+	_Atomic int stop;
+};
+
+static void *spawn_hammer(void *arg)
+{
+	struct race_spawn *rs = arg;
+	while (!atomic_load(&rs->stop))
+		(void)weft_spawn(rs->sc, noop, NULL, NULL, NULL);
+	return NULL;
+}
+
+TEST_TIMEOUT(fiber_spawn_racing_cancel_never_strands_a_join, 60)
+{
+	weft_sched *s = mk(2);
+	for (int round = 0; round < 200; round++) {
+		struct race_spawn rs = {0};
+		ASSERT_OK(weft_scope_create(&rs.sc, weft_sched_root(s)));
+		pthread_t t;
+		ASSERT_EQ(pthread_create(&t, NULL, spawn_hammer, &rs), 0);
+		usleep((useconds_t)(round % 5) * 20);
+		ASSERT_OK(weft_scope_cancel(rs.sc));
+		ASSERT_OK(weft_scope_join(rs.sc, weft_deadline_in(WEFT_SEC(10))));
+		atomic_store(&rs.stop, 1);
+		ASSERT_EQ(pthread_join(t, NULL), 0);
+		ASSERT_OK(weft_scope_join(rs.sc, weft_deadline_in(WEFT_SEC(10))));
+		weft_scope_destroy(rs.sc);
+	}
 	weft_sched_destroy(s);
 }
 
