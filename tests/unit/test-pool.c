@@ -1051,7 +1051,10 @@ TEST_TIMEOUT(grow_and_retire, 20)
 	for (int i = 0; i < 2; i++)
 		ASSERT_OK(weft_pool_submit(p, blocker, NULL, NULL));
 	WAIT_FOR(atomic_load(&started) == 9, 5000);
-	ASSERT_EQ(threads_of(p), 2);
+	/* two blocked tasks need two threads; a tick that lands after a new thread is started and
+	 * before it pops its task may start one more (work queued, no worker idle): not past max */
+	ASSERT_GE(threads_of(p), 2);
+	ASSERT_LE(threads_of(p), 4);
 	gate_open(2);
 	weft_pool_destroy(p);
 	weft_metrics_destroy(m);
