@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/fiber/run.sh [--skip-missing] [--quick] [--no-callgrind] [--only FIG,...] [BUILD_DIR]:
-# the fiber bench, weft beside its peers in one invocation (issue 4's "Bench" table).
+# the fiber bench, weft beside its peers in one invocation (the table docs/fiber.md describes).
 #
 # Builds (after scripts/bench-deps): weft's two bench programs with meson and ninja in BUILD_DIR
 # (bench-fiber-switch: the raw switch; bench-fiber-weft: the workloads on the public API), and the

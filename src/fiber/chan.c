@@ -33,8 +33,8 @@
  * the ring is copied under the spin.
  *
  * Wake-ups. An unbuffered send to a waiting receiver wakes it with WEFT__READY_SWITCH: the receiver
- * runs at once on this worker and the sender goes to the back of its queue (the hand-off the issue
- * asks for). Other single wakes from a fiber use WEFT__READY_NEXT (the woken fiber runs next here,
+ * runs at once on this worker and the sender runs next there (a direct hand-off). Other single
+ * wakes from a fiber use WEFT__READY_NEXT (the woken fiber runs next here,
  * cache-warm); close and any wake from a plain thread use WEFT__READY_QUEUE.
  *
  * Waiting (the protocol of src/internal/fiber.h), all in one hold of the spin: try; would wait:
