@@ -14,6 +14,7 @@
 
 #include <weft/fiber.h>
 
+#include "fiber-test.h"
 #include "harness.h"
 #include "internal/alloc.h"
 
@@ -25,13 +26,6 @@ const char *__tsan_default_options(void)
 	return "die_after_fork=0";
 }
 #endif
-
-static weft_sched *mk(int threads)
-{
-	weft_sched *s = NULL;
-	ASSERT_OK(weft_sched_create(&s, &(weft_sched_opts){.threads = threads}));
-	return s;
-}
 
 static void join_all(weft_sched *s)
 {
@@ -65,7 +59,7 @@ TEST(fiber_invalid_arguments)
 	ASSERT_ERR(weft_sched_create(&s, &(weft_sched_opts){.name = longname}), -EINVAL);
 	ASSERT_NULL(s);
 
-	s = mk(1);
+	s = sched_new(1);
 	weft_scope *root = weft_sched_root(s);
 	ASSERT_ERR(weft_spawn(NULL, noop, NULL, NULL, NULL), -EINVAL);
 	ASSERT_ERR(weft_spawn(root, NULL, NULL, NULL, NULL), -EINVAL);
@@ -109,7 +103,7 @@ static void count_fn(void *arg)
 
 TEST(fiber_spawn_runs_every_fiber)
 {
-	weft_sched *s = mk(2);
+	weft_sched *s = sched_new(2);
 	atomic_store(&counter, 0);
 	uint64_t prev = 0;
 	for (int i = 0; i < 20000; i++) {
@@ -143,7 +137,7 @@ static void tree_fn(void *arg)
 
 TEST(fiber_spawn_from_fibers)
 {
-	weft_sched *s = mk(2);
+	weft_sched *s = sched_new(2);
 	atomic_store(&counter, 0);
 	ASSERT_OK(weft_spawn(weft_sched_root(s), tree_fn, (void *)(intptr_t)7, NULL, NULL));
 	join_all(s);
@@ -164,7 +158,7 @@ static void flood_fn(void *arg)
 TEST(fiber_run_queue_overflow_spills_to_the_injection_queue)
 {
 	for (int threads = 1; threads <= 2; threads++) {
-		weft_sched *s = mk(threads);
+		weft_sched *s = sched_new(threads);
 		atomic_store(&counter, 0);
 		ASSERT_OK(weft_spawn(weft_sched_root(s), flood_fn, NULL, NULL, NULL));
 		join_all(s);
@@ -197,7 +191,7 @@ static void yield_starter(void *arg)
 
 TEST(fiber_yield_interleaves_on_one_thread)
 {
-	weft_sched *s = mk(1);
+	weft_sched *s = sched_new(1);
 	atomic_store(&yield_pos, 0);
 	memset(yield_log, 0, sizeof(yield_log));
 	ASSERT_OK(weft_spawn(weft_sched_root(s), yield_starter, NULL, NULL, NULL));
@@ -225,7 +219,7 @@ static void sleep_fn(void *arg)
 
 TEST(fiber_sleep_wakes_after_deadline)
 {
-	weft_sched *s = mk(2);
+	weft_sched *s = sched_new(2);
 	enum { N = 2000 };
 	static struct sleeper sl[N];
 	uint64_t rng = 42;
@@ -261,7 +255,7 @@ static void past_fn(void *arg)
 
 TEST(fiber_calls_inside_a_fiber)
 {
-	weft_sched *s = mk(1);
+	weft_sched *s = sched_new(1);
 	atomic_store(&counter, 0);
 	ASSERT_OK(weft_spawn(weft_sched_root(s), past_fn, NULL, NULL, NULL));
 	join_all(s);
@@ -284,7 +278,7 @@ static void forever_fn(void *arg)
 
 TEST(fiber_join_times_out_then_cancel_ends_it)
 {
-	weft_sched *s = mk(2);
+	weft_sched *s = sched_new(2);
 	_Atomic int r = 1;
 	weft_scope *sc;
 	ASSERT_OK(weft_scope_create(&sc, weft_sched_root(s)));
@@ -306,7 +300,7 @@ TEST(fiber_join_times_out_then_cancel_ends_it)
 
 TEST(fiber_cancel_reaches_nested_scopes)
 {
-	weft_sched *s = mk(2);
+	weft_sched *s = sched_new(2);
 	enum { N = 300 };
 	static _Atomic int r[N];
 	weft_scope *outer, *inner;
@@ -352,7 +346,7 @@ static void short_sleeps(void *arg)
 
 TEST_TIMEOUT(fiber_cancel_races_with_waits, 60)
 {
-	weft_sched *s = mk(2);
+	weft_sched *s = sched_new(2);
 	atomic_store(&counter, 0);
 	for (int round = 0; round < 50; round++) {
 		weft_scope *sc;
@@ -396,7 +390,7 @@ static void nap_fn(void *arg)
 
 TEST(fiber_joins_another_scope)
 {
-	weft_sched *s = mk(2);
+	weft_sched *s = sched_new(2);
 	atomic_store(&counter, 0);
 	weft_scope *work;
 	ASSERT_OK(weft_scope_create(&work, weft_sched_root(s)));
@@ -469,7 +463,7 @@ static void *spawn_hammer(void *arg)
 
 TEST_TIMEOUT(fiber_spawn_racing_cancel_never_strands_a_join, 60)
 {
-	weft_sched *s = mk(2);
+	weft_sched *s = sched_new(2);
 	for (int round = 0; round < 200; round++) {
 		struct race_spawn rs = {0};
 		ASSERT_OK(weft_scope_create(&rs.sc, weft_sched_root(s)));
@@ -488,7 +482,7 @@ TEST_TIMEOUT(fiber_spawn_racing_cancel_never_strands_a_join, 60)
 
 TEST(fiber_destroy_cancels_what_runs)
 {
-	weft_sched *s = mk(2);
+	weft_sched *s = sched_new(2);
 	static _Atomic int r[100];
 	for (int i = 0; i < 100; i++) {
 		atomic_store(&r[i], 1);
@@ -528,7 +522,7 @@ static void spawner_fn(void *arg)
 
 TEST_TIMEOUT(fiber_work_is_stolen, 60)
 {
-	weft_sched *s = mk(2);
+	weft_sched *s = sched_new(2);
 	atomic_store(&counter, 0);
 	atomic_store(&tids[0], 0);
 	atomic_store(&tids[1], 0);
@@ -571,7 +565,7 @@ static void churn_fn(void *arg)
 
 TEST_TIMEOUT(fiber_pinned_stays_on_its_thread, 60)
 {
-	weft_sched *s = mk(2);
+	weft_sched *s = sched_new(2);
 	atomic_store(&counter, 0);
 	for (int i = 0; i < 20; i++)
 		ASSERT_OK(weft_spawn(weft_sched_root(s), churn_fn, NULL, NULL, NULL));
@@ -611,7 +605,7 @@ TEST(fiber_guard_budget_falls_back_to_canaries)
 {
 	/* each case runs in a fresh process: the budget is read at the first scheduler */
 	setenv("WEFT_FIBER_GUARD_BUDGET", "10", 1);
-	weft_sched *s = mk(2);
+	weft_sched *s = sched_new(2);
 	for (int i = 0; i < 50; i++)
 		ASSERT_OK(weft_spawn(weft_sched_root(s), sleep_long, NULL, NULL, NULL));
 	weft_sched_stats st;
@@ -853,7 +847,7 @@ fresh:;
 
 TEST_TIMEOUT(fiber_fork_child_builds_a_fresh_scheduler, 40)
 {
-	weft_sched *s = mk(2);
+	weft_sched *s = sched_new(2);
 	static _Atomic int r[4];
 	for (int i = 0; i < 4; i++)
 		ASSERT_OK(weft_spawn(weft_sched_root(s), forever_fn, &r[i], NULL, NULL));
