@@ -53,57 +53,37 @@ typedef void *(*switch_fn)(void **save_sp, void *new_sp, void *arg);
  * writing the same frame (so weft__ctx_make's frames and trampoline serve it too). */
 void *bench_switch_ret(void **save_sp, void *new_sp, void *arg);
 #if defined(__x86_64__)
-__asm__(".text\n"
-        ".p2align 4\n"
-        ".globl bench_switch_ret\n"
-        ".type bench_switch_ret, @function\n"
-        "bench_switch_ret:\n"
-        "	pushq %rbp\n"
-        "	pushq %rbx\n"
-        "	pushq %r12\n"
-        "	pushq %r13\n"
-        "	pushq %r14\n"
-        "	pushq %r15\n"
-        "	subq $8, %rsp\n"
-        "	movq %rsp, (%rdi)\n"
-        "	movq %rsi, %rsp\n"
-        "	addq $8, %rsp\n"
-        "	popq %r15\n"
-        "	popq %r14\n"
-        "	popq %r13\n"
-        "	popq %r12\n"
-        "	popq %rbx\n"
-        "	popq %rbp\n"
-        "	movq %rdx, %rax\n"
-        "	ret\n"
-        ".size bench_switch_ret, .-bench_switch_ret\n");
+/* The two twins' common part: save, switch stacks, restore (x86-64, weft's frame layout). */
+#define X86_SWITCH(name)                                                                           \
+	".text\n"                                                                                  \
+	".p2align 4\n"                                                                             \
+	".globl " name "\n"                                                                        \
+	".type " name ", @function\n" name ":\n"                                                   \
+	"	pushq %rbp\n"                                                                            \
+	"	pushq %rbx\n"                                                                            \
+	"	pushq %r12\n"                                                                            \
+	"	pushq %r13\n"                                                                            \
+	"	pushq %r14\n"                                                                            \
+	"	pushq %r15\n"                                                                            \
+	"	subq $8, %rsp\n"                                                                         \
+	"	movq %rsp, (%rdi)\n"                                                                     \
+	"	movq %rsi, %rsp\n"                                                                       \
+	"	addq $8, %rsp\n"                                                                         \
+	"	popq %r15\n"                                                                             \
+	"	popq %r14\n"                                                                             \
+	"	popq %r13\n"                                                                             \
+	"	popq %r12\n"                                                                             \
+	"	popq %rbx\n"                                                                             \
+	"	popq %rbp\n"
+__asm__(X86_SWITCH("bench_switch_ret") "	movq %rdx, %rax\n"
+                                       "	ret\n"
+                                       ".size bench_switch_ret, .-bench_switch_ret\n");
 /* bench_switch_jmp: the same ending in pop; jmp (x86-64). */
 void *bench_switch_jmp(void **save_sp, void *new_sp, void *arg);
-__asm__(".text\n"
-        ".p2align 4\n"
-        ".globl bench_switch_jmp\n"
-        ".type bench_switch_jmp, @function\n"
-        "bench_switch_jmp:\n"
-        "	pushq %rbp\n"
-        "	pushq %rbx\n"
-        "	pushq %r12\n"
-        "	pushq %r13\n"
-        "	pushq %r14\n"
-        "	pushq %r15\n"
-        "	subq $8, %rsp\n"
-        "	movq %rsp, (%rdi)\n"
-        "	movq %rsi, %rsp\n"
-        "	addq $8, %rsp\n"
-        "	popq %r15\n"
-        "	popq %r14\n"
-        "	popq %r13\n"
-        "	popq %r12\n"
-        "	popq %rbx\n"
-        "	popq %rbp\n"
-        "	popq %rcx\n"
-        "	movq %rdx, %rax\n"
-        "	jmpq *%rcx\n"
-        ".size bench_switch_jmp, .-bench_switch_jmp\n");
+__asm__(X86_SWITCH("bench_switch_jmp") "	popq %rcx\n"
+                                       "	movq %rdx, %rax\n"
+                                       "	jmpq *%rcx\n"
+                                       ".size bench_switch_jmp, .-bench_switch_jmp\n");
 #elif defined(__aarch64__)
 __asm__(".text\n"
         ".p2align 4\n"

@@ -131,15 +131,6 @@ uint64_t weft__fork_gen(void)
 	return atomic_load_explicit(&fork_gen, memory_order_relaxed);
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ volatile("yield");
-#endif
-}
-
 static inline void fence_seq_cst(weft_sched *s)
 {
 #if WEFT__TSAN
@@ -525,7 +516,7 @@ static worker *switch_ctx(worker *w, weft__fiber *from, weft__fiber *to, bool fr
 		WEFT__ASSERT(!from || !atomic_load_explicit(&to->on_cpu, memory_order_relaxed));
 		for (int i = 0; atomic_load_explicit(&to->on_cpu, memory_order_acquire); i++) {
 			if (i < 1000)
-				cpu_relax();
+				weft__cpu_relax();
 			else
 				sched_yield();
 		}
@@ -563,18 +554,24 @@ static worker *switch_ctx(worker *w, weft__fiber *from, weft__fiber *to, bool fr
 }
 
 /* Owner: the next fiber to run from what is local (no stealing). */
-/* Every 61 schedule calls: timers due on any heap, and the injection queue first (so neither a
- * busy local queue nor a busy injection queue can starve the other). */
-__attribute__((noinline)) static weft__fiber *find_periodic(worker *w)
+/* Run the due timers of every worker's heap, w's own first (readying into w's queue). */
+static void run_due_timers(weft_sched *s, worker *w)
 {
-	weft_sched *s = w->s;
-	w->countdown = 61;
 	int64_t now = weft_now();
 	for (int i = 0; i < s->nworkers; i++) {
 		timer_heap *h = &s->workers[(w->index + i) % s->nworkers].timers;
 		if (atomic_load_explicit(&h->next, memory_order_relaxed) <= now)
 			weft__timers_run(s, h, now);
 	}
+}
+
+/* Every 61 schedule calls: timers due on any heap, and the injection queue first (so neither a
+ * busy local queue nor a busy injection queue can starve the other). */
+__attribute__((noinline)) static weft__fiber *find_periodic(worker *w)
+{
+	weft_sched *s = w->s;
+	w->countdown = 61;
+	run_due_timers(s, w);
 	return inject_get(s, w);
 }
 
@@ -676,7 +673,7 @@ static void park_worker(weft_sched *s, worker *w)
 	}
 	(void)woken;
 	while (!atomic_load_explicit(&w->futex, memory_order_acquire))
-		cpu_relax();
+		weft__cpu_relax();
 	atomic_store_explicit(&w->futex, 0, memory_order_relaxed);
 	w->spinning = true; /* the waker counted us in nspinning */
 }
@@ -693,12 +690,7 @@ static weft__fiber *find_runnable(weft_sched *s, worker *w)
 		}
 		weft__fiber *f = find_local(w);
 		if (!f) {
-			int64_t now = weft_now();
-			for (int i = 0; i < s->nworkers; i++) {
-				timer_heap *h = &s->workers[(w->index + i) % s->nworkers].timers;
-				if (atomic_load_explicit(&h->next, memory_order_relaxed) <= now)
-					weft__timers_run(s, h, now);
-			}
+			run_due_timers(s, w);
 			f = find_local(w);
 		}
 		if (f) {

@@ -112,17 +112,6 @@
  * was preempted, and then only the scheduler can help. */
 #define SPIN_PAUSES 100
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ volatile("yield" ::: "memory");
-#else
-	__asm__ volatile("" ::: "memory");
-#endif
-}
-
 void weft__spin_lock_slow(weft__spin *l)
 {
 	for (unsigned n = 0;; n++) {
@@ -134,7 +123,7 @@ void weft__spin_lock_slow(weft__spin *l)
 				return;
 		}
 		if (n < SPIN_PAUSES) {
-			cpu_relax();
+			weft__cpu_relax();
 		} else {
 			int saved = errno;
 			sched_yield();

@@ -35,6 +35,19 @@ _Noreturn void weft__assert_fail(const char *expr, const char *file, int line, c
 #define WEFT__TSAN 0
 #endif
 
+/* The pause a spin-wait makes between looks: it tells the core a spin is going on (fewer
+ * pipeline flushes on exit, the sibling hyper-thread gets the resources). */
+static inline void weft__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield" ::: "memory");
+#else
+	__asm__ volatile("" ::: "memory");
+#endif
+}
+
 /* A double's bit pattern and back, for doubles kept in _Atomic uint64_t. */
 static inline uint64_t weft__dbits(double d)
 {

@@ -277,15 +277,6 @@ static inline bool own_worker(const weft_pool *p)
 	return tls.worker && tls.worker->pool == p;
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ volatile("yield");
-#endif
-}
-
 /* Relaxed add on a counter only this thread writes: a load and a store, no locked instruction.
  */
 static inline void local_add(_Atomic uint64_t *a, uint64_t n)
@@ -1195,7 +1186,7 @@ static int spin(struct weft__worker *w, struct weft__task *t)
 		int r = find_task(w, t, FIND_QUICK);
 		if (r <= 0) {
 			for (int k = 0; k < 8; k++)
-				cpu_relax();
+				weft__cpu_relax();
 			if (i % 4 != 0)
 				continue;
 		}
@@ -1285,7 +1276,7 @@ static void *worker_main(void *arg)
 		}
 		set_busy(w, 0);
 		if (r < 0) { /* a push is being published */
-			cpu_relax();
+			weft__cpu_relax();
 			continue;
 		}
 		if (atomic_load_explicit(&p->closing, SEQ_CST)) {
@@ -1294,7 +1285,7 @@ static void *worker_main(void *arg)
 				goto run;
 			if (r == 0 && !any_work(p))
 				break;
-			cpu_relax();
+			weft__cpu_relax();
 			continue;
 		}
 		if (atomic_load_explicit(&p->nlive, RELAXED) >
@@ -1636,7 +1627,7 @@ static int when_full(weft_pool *p, weft_task_fn fn, void *arg, weft_future *f, i
 			if (spins > 100)
 				sched_yield();
 			else
-				cpu_relax();
+				weft__cpu_relax();
 		}
 	case WEFT_POOL_FULL_BLOCK:
 		if (own_worker(p)) {
@@ -1797,7 +1788,7 @@ static int wait_helping(struct weft__worker *w, weft_future *f, int64_t deadline
 				continue;
 			}
 			if (got < 0) {
-				cpu_relax();
+				weft__cpu_relax();
 				continue;
 			}
 		}
@@ -1905,7 +1896,7 @@ static void cancel_queued(weft_pool *p)
 			if (got == 0)
 				break;
 			if (got < 0) {
-				cpu_relax();
+				weft__cpu_relax();
 				continue;
 			}
 			unreserve(p);
