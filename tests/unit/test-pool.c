@@ -1089,15 +1089,22 @@ TEST_TIMEOUT(resize, 20)
 	ASSERT_EQ(v.busy, 2);
 	ASSERT_EQ(threads_of(p), 2);
 	ASSERT_EQ(atomic_load(&slot_done[sl[0]]) + atomic_load(&slot_done[sl[1]]), 0);
-	/* The first to finish its task retires; the other goes on with its own. */
+	/* The first to finish its task retires, even with work waiting for it (it is fed: tasks are
+	 * queued while it runs); the other goes on with its own task. The queued tasks wait for the
+	 * remaining worker: none runs before it is free. */
+	atomic_store(&ran, 0);
+	for (int i = 0; i < 200; i++)
+		ASSERT_OK(weft_pool_submit(p, count_task, NULL, NULL));
 	sem_post(&slot_gate[sl[1]]);
 	WAIT_FOR(threads_of(p) == 1, 5000);
 	ASSERT_EQ(atomic_load(&slot_done[sl[1]]), 1);
+	ASSERT_EQ(atomic_load(&ran), 0);
 	ASSERT_FALSE(atomic_load(&atomic_load(&p->slots[sl[1]])->live));
 	ASSERT_TRUE(atomic_load(&atomic_load(&p->slots[sl[0]])->live));
 	ASSERT_EQ(atomic_load(&slot_done[sl[0]]), 0);
 	sem_post(&slot_gate[sl[0]]);
 	WAIT_FOR(atomic_load(&slot_done[sl[0]]) == 1, 5000);
+	WAIT_FOR(atomic_load(&ran) == 200, 5000);
 	ASSERT_EQ(threads_of(p), 1); /* at max: it stays */
 	/* Zero means the defaults, as in create. */
 	ASSERT_OK(weft_pool_resize(p, 0, 0));
