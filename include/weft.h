@@ -5,5 +5,6 @@
 #include <weft/core.h>
 #include <weft/pool.h>
 #include <weft/fiber.h>
+#include <weft/watch.h>
 
 #endif

@@ -12,6 +12,7 @@
 int cmd_cpus(int argc, char **argv);
 int cmd_sim(int argc, char **argv);
 int cmd_tour(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
 
 /* Print one line "weft CMD: MESSAGE" to stderr; returns 2 (the usage-error exit status). */
 __attribute__((format(printf, 2, 3))) int cli_usage_error(const char *cmd, const char *fmt, ...);
@@ -34,6 +35,7 @@ struct tour_chapter {
 extern const struct tour_chapter tour_chapter_metrics;
 extern const struct tour_chapter tour_chapter_pool;
 extern const struct tour_chapter tour_chapter_fibers;
+extern const struct tour_chapter tour_chapter_watch;
 
 /* Tour output helpers: a chapter heading, and an indented line. */
 void tour_heading(const char *title);

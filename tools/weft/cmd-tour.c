@@ -12,6 +12,7 @@ static const struct tour_chapter *const chapters[] = {
         &tour_chapter_metrics,
         &tour_chapter_pool,
         &tour_chapter_fibers,
+        &tour_chapter_watch,
 };
 #define NCHAPTERS (sizeof(chapters) / sizeof(chapters[0]))
 

@@ -20,6 +20,8 @@ static const struct command commands[] = {
          cmd_sim},
         {"cpus", "the CPU budget: affinity and cgroup quota, and where each limit came from",
          cmd_cpus},
+        {"watch", "run a program under the lock monitor: deadlocks, inversions, long waits",
+         cmd_watch},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,2006 @@
+/* engine.c: the lock monitor's engine (src/internal/watch.h): thread records, the wait protocol,
+ * the watchdog (wait-for graph, cycles, long waits), the report queue and its emission, the
+ * contention profile, the cross-process registry, weft_watch_start/stop and the report formats.
+ *
+ * Tables. Everything the lock path touches is mapped once and never unmapped (the private record
+ * table, the profile table; the report ring is static), so a thread that is still inside a wait
+ * when the monitor stops writes into live memory. The shared registry is the one exception: it
+ * is unmapped at stop only when no thread is inside a process-shared wait (shm_users, below).
+ *
+ * Thread records. A record says what its thread waits for now. It is claimed by the thread on its
+ * first recorded wait (or rwlock acquisition) by a CAS of `state` from 0 to the process id, cached
+ * in a __thread pointer, and released (state = 0) by a pthread key destructor at thread exit. A
+ * thread writes only its own record; the watchdog only reads records (never a lock's memory).
+ * The shared registry holds the same records, for waits on process-shared locks, with the pid;
+ * a record whose process is gone (kill(pid, 0) == ESRCH) is freed by any process's watchdog.
+ *
+ * The wait protocol (weft__watch_wait), on the waiting thread:
+ *   1. wseq = 0 already; write lock, kind, site, start, owner (seq_cst stores);
+ *   2. wseq = ++nextseq (seq_cst): the wait is published;
+ *   3. wait in slices of op->timed; after each slice that timed out, owner = op->owner(lock);
+ *      after the first, the stack (frames, nstack, then stack_seq = wseq);
+ *   4. wseq = 0 (seq_cst): the wait is over.
+ * The watchdog reads wseq, the fields, then wseq again (all seq_cst): if both reads give the same
+ * nonzero value, the fields belong to that wait: a field written by a later wait of the record
+ * comes after a store of wseq = 0 in the single total order, so the second read would not see
+ * the old value (wait numbers of a record never repeat: nextseq survives release and reclaim).
+ * seq_cst costs nothing that matters here: the thread is about to block anyway.
+ *
+ * Who wins each race:
+ *  - two threads claiming one free record: the CAS; the loser tries the next record.
+ *  - the watchdog reading a record that changes: the snapshot is dropped (wseq check).
+ *  - a report queued while the ring is full: dropped and counted (never blocks).
+ *  - stop against a thread entering a process-shared wait: a Dekker pair on shm_users and
+ *    shm (both seq_cst): either the thread sees no registry, or stop sees the user and keeps
+ *    the mapping.
+ *
+ * Cycles. Every scan builds the wait-for graph from the snapshots: a mutex or rwlock wait -> the
+ * published owner; an rwlock wait -> the holders listed in other records' held-rwlock lists
+ * (writers only for a read wait). Cycles are found by depth-first search. A cycle is keyed by a
+ * hash of (pid, tid, wait number, next tid) in a canonical rotation; it is reported when its key
+ * was also seen on the previous scan (so every thread in it waited the same wait across a whole
+ * scan period, with the same owners: a cycle is reported within two scan periods of forming) and
+ * only once (a ring of reported keys). A process reports only cycles holding one of its threads.
+ * A confirmed cycle waits up to STACK_GRACE_SCANS scans in all for the stacks of its threads
+ * (each captures its own after its first slice), then goes without the missing ones.
+ *
+ * The report queue is a bounded MPSC ring (each slot has a sequence word: producers claim a
+ * position with a CAS on the tail, fill the slot, then publish with a release store; the watchdog
+ * is the single consumer). The watchdog sleeps on a futex bumped by each emit.
+ *
+ * fork: the child handler resets the forking thread's cached tid and record pointers, frees the
+ * private records of the parent's threads, empties the ring, and, if the monitor ran, marks the
+ * watchdog for a lazy restart at the child's first recorded wait or emit.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal/alloc.h"
+#include "internal/buf.h"
+#include "internal/common.h"
+#include "internal/watch.h"
+
+int weft__watch_on;
+int weft__watch_predict_on;
+int weft__watch_profile_sample;
+__thread int weft__watch_internal;
+
+/* ---- limits ---- */
+#define PRIV_RECS 2048 /* threads recorded per process */
+#define SHM_DEFAULT_SLOTS 4096
+#define SHM_MAX_SLOTS 65536
+#define RW_MAX 8      /* rwlocks listed as held per thread */
+#define RING 64       /* queued reports */
+#define PROF_CAP 4096 /* profile sites (power of two) */
+#define PROF_PROBE 64
+#define EDGE_MAX 9           /* out-edges per waiting thread (owner + readers) */
+#define CYCLE_MAX 64         /* cycles remembered per scan */
+#define REPORTED_MAX 256     /* reported cycle keys remembered */
+#define STACK_GRACE_SCANS 10 /* scans a confirmed cycle waits for its threads' stacks */
+#define SLICE_MIN 1000000    /* ns */
+#define SLICE_MAX 1000000000
+#define OFF_SLICE 1000000000 /* slices of an unrecorded wait (picks up a monitor started later) */
+
+/* ---- records ---- */
+struct rec {
+	_Atomic int32_t state; /* 0 free, else the pid of the process that claimed it */
+	_Atomic int32_t tid;
+	_Atomic uint64_t wseq;    /* 0: not waiting; else the number of the wait in progress */
+	_Atomic uint64_t nextseq; /* written by the owning thread only; survives release */
+	_Atomic uintptr_t lock;
+	_Atomic uint32_t kind;
+	_Atomic int32_t owner;
+	_Atomic int64_t start;
+	_Atomic uintptr_t site;
+	_Atomic uint64_t stack_seq; /* the wait the stack belongs to */
+	_Atomic int32_t nstack;
+	_Atomic uintptr_t stack[WEFT_WATCH_MAX_FRAMES];
+	_Atomic uint64_t name[2];
+	_Atomic uint64_t lname[3];    /* the waited lock's name (weft_mutex's), "" if none */
+	_Atomic uintptr_t rw[RW_MAX]; /* held rwlocks, 0 free */
+	_Atomic uint32_t rw_write[RW_MAX];
+	_Atomic uint32_t rw_untracked;
+	_Atomic uint64_t long_seq; /* the watchdog's: the last wait reported as long */
+};
+
+#define SHM_MAGIC 0x77656674776174ull /* "weftwat" */
+struct shm_hdr {
+	uint64_t magic;
+	uint32_t rec_size, slots;
+	char pad[48];
+};
+
+static struct rec *priv;            /* PRIV_RECS records, mapped at the first start */
+static struct shm_hdr *_Atomic shm; /* the shared registry, NULL if none */
+static size_t shm_len;
+static _Atomic uint32_t shm_gen; /* bumped when the registry changes */
+static _Atomic int shm_users;    /* threads inside a process-shared wait */
+static pid_t my_pid;
+
+static __thread pid_t my_tid;
+static __thread struct rec *my_rec;
+static __thread struct rec *my_srec;
+static __thread uint32_t my_srec_gen;
+
+static pthread_key_t rec_key;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static int once_err;
+
+/* ---- the report ring ---- */
+struct slot {
+	_Atomic uint64_t
+	        seq; /* stored minus the slot's index, so that zeroed memory is the start */
+	weft_watch_report r;
+};
+static struct slot ring[RING];
+static _Atomic uint64_t ring_tail, ring_head;
+static _Atomic uint64_t report_seq;
+static _Atomic uint64_t counts[WEFT_WATCH_EVENT_COUNT];
+static _Atomic uint64_t dropped;
+static _Atomic uint64_t unrecorded; /* waits not recorded: table full */
+static _Atomic uint32_t wake_word;
+
+/* ---- the profile ---- */
+struct prof {
+	_Atomic uintptr_t site;
+	_Atomic uintptr_t lock;
+	_Atomic uint32_t kind;
+	_Atomic uint64_t contended;
+	_Atomic int64_t wait_total, wait_max;
+	_Atomic uint64_t hold_samples;
+	_Atomic int64_t hold_total, hold_max;
+};
+static struct prof *prof;
+static _Atomic uint64_t prof_full;
+static __thread int hold_countdown;
+static __thread const void *hold_lock;
+static __thread void *hold_site;
+static __thread int64_t hold_start;
+
+/* ---- the session ---- */
+enum { ST_STOPPED, ST_BUSY, ST_RUNNING };
+static _Atomic int state;
+static weft_watch_options opts;
+static int64_t slice_ns;
+static pthread_t dog;
+static int dog_valid;
+static _Atomic int dog_stop;
+static _Atomic int need_restart;
+static weft_symbolizer *sym, *stale_sym;
+static weft_counter *m_reports[WEFT_WATCH_EVENT_COUNT];
+static weft_gauge *m_waits, *m_records;
+static weft_counter *m_dropped, *m_unrecorded;
+static uint64_t m_dropped_seen, m_unrecorded_seen;
+
+/* ---- the watchdog's scratch (allocated at start) ---- */
+struct node {
+	pid_t pid, tid, owner;
+	uint32_t kind;
+	uint64_t wseq;
+	uintptr_t lock, site;
+	int64_t start;
+	struct rec *rec; /* a record of this process, or the shared one of another */
+	int own;
+	int nedge;
+	int edge[EDGE_MAX];
+	int self_hold; /* waits for an rwlock it holds itself */
+};
+struct hold {
+	uintptr_t lock;
+	pid_t tid;
+	int write;
+};
+static struct node *nodes;
+static struct hold *holds;
+static int *tidmap; /* open addressing: tid -> node index + 1 */
+static int tidmap_cap;
+static int *dfs_stack, *dfs_edge, *dfs_color, *dfs_pos;
+static int nodes_cap, holds_cap;
+static uint64_t prev_keys[CYCLE_MAX], cur_keys[CYCLE_MAX];
+static int prev_seen[CYCLE_MAX], cur_seen[CYCLE_MAX]; /* consecutive scans a key was seen */
+static int nprev, ncur;
+static uint64_t reported[REPORTED_MAX];
+static unsigned nreported;
+static weft_watch_report scratch_report;
+
+/* ------------------------------------------------------------------------------------------------
+ * Small things.
+ */
+int64_t weft__watch_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t weft__watch_realtime_to_mono(const struct timespec *abstime)
+{
+	struct timespec rt;
+	clock_gettime(CLOCK_REALTIME, &rt);
+	int64_t d = ((int64_t)abstime->tv_sec - rt.tv_sec) * 1000000000 +
+	            (abstime->tv_nsec - rt.tv_nsec);
+	int64_t r = weft__watch_now() + d;
+	return r < 0 ? 0 : r;
+}
+
+pid_t weft__watch_tid(void)
+{
+	if (weft__unlikely(!my_tid))
+		my_tid = (pid_t)syscall(SYS_gettid);
+	return my_tid;
+}
+
+/* Lock functions sit a few frames above the capture (engine, then prim.c or the preload's
+ * wrappers): SITE_SEARCH frames are enough to find the user's. */
+#define SITE_SEARCH 8
+
+__attribute__((noinline)) int weft__watch_stack(void **frames, int max, int skip, void *site)
+{
+	int e = errno;
+	void *all[WEFT_WATCH_MAX_FRAMES + SITE_SEARCH];
+	int cap = max < WEFT_WATCH_MAX_FRAMES ? max : WEFT_WATCH_MAX_FRAMES;
+	int n = weft_backtrace(all, cap + SITE_SEARCH, 1);
+	errno = e;
+	if (n <= 0)
+		return 0;
+	int from = skip < n ? skip : n;
+	for (int i = 0; site && i < n && i < SITE_SEARCH; i++) {
+		if (all[i] == site) {
+			from = i;
+			break;
+		}
+	}
+	int k = n - from < cap ? n - from : cap;
+	memcpy(frames, all + from, (size_t)k * sizeof(void *));
+	return k;
+}
+
+static pid_t cur_pid(void)
+{
+	pid_t p = __atomic_load_n(&my_pid, __ATOMIC_RELAXED);
+	if (!p) {
+		p = getpid();
+		__atomic_store_n(&my_pid, p, __ATOMIC_RELAXED);
+	}
+	return p;
+}
+
+static int is_on(void)
+{
+	return __atomic_load_n(&weft__watch_on, __ATOMIC_RELAXED) && !weft__watch_internal;
+}
+
+static void futex_wake(_Atomic uint32_t *w)
+{
+	syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static void wake_dog(void)
+{
+	atomic_fetch_add(&wake_word, 1);
+	futex_wake(&wake_word);
+}
+
+static void restart_dog(void);
+
+/* ------------------------------------------------------------------------------------------------
+ * Records.
+ */
+static void rec_set_name(struct rec *r)
+{
+	char name[16] = {0};
+	prctl(PR_GET_NAME, name, 0, 0, 0);
+	uint64_t w[2];
+	memcpy(w, name, 16);
+	atomic_store_explicit(&r->name[0], w[0], memory_order_relaxed);
+	atomic_store_explicit(&r->name[1], w[1], memory_order_relaxed);
+}
+
+static void rec_get_name(struct rec *r, char out[16])
+{
+	uint64_t w[2] = {atomic_load_explicit(&r->name[0], memory_order_relaxed),
+	                 atomic_load_explicit(&r->name[1], memory_order_relaxed)};
+	memcpy(out, w, 16);
+	out[15] = '\0';
+}
+
+/* The lock's name into the record: copied, as the watchdog reads only records. */
+static void rec_set_lname(struct rec *r, const char *lname)
+{
+	uint64_t w[3] = {0, 0, 0};
+	if (lname)
+		memcpy(w, lname, strnlen(lname, sizeof(w) - 1));
+	for (int i = 0; i < 3; i++)
+		atomic_store_explicit(&r->lname[i], w[i], memory_order_relaxed);
+}
+
+static void rec_get_lname(struct rec *r, char out[24])
+{
+	uint64_t w[3];
+	for (int i = 0; i < 3; i++)
+		w[i] = atomic_load_explicit(&r->lname[i], memory_order_relaxed);
+	memcpy(out, w, 24);
+	out[23] = '\0';
+}
+
+static struct rec *claim(struct rec *tab, int n, pid_t pid)
+{
+	static _Atomic unsigned hint;
+	unsigned h = atomic_load_explicit(&hint, memory_order_relaxed);
+	for (int k = 0; k < n; k++) {
+		struct rec *r = &tab[(h + (unsigned)k) % (unsigned)n];
+		int32_t zero = 0;
+		if (atomic_load_explicit(&r->state, memory_order_relaxed) != 0 ||
+		    !atomic_compare_exchange_strong(&r->state, &zero, pid))
+			continue;
+		atomic_store_explicit(&hint, (h + (unsigned)k + 1) % (unsigned)n,
+		                      memory_order_relaxed);
+		atomic_store(&r->tid, weft__watch_tid());
+		atomic_store(&r->wseq, 0);
+		for (int i = 0; i < RW_MAX; i++)
+			atomic_store_explicit(&r->rw[i], 0, memory_order_relaxed);
+		atomic_store_explicit(&r->rw_untracked, 0, memory_order_relaxed);
+		atomic_store(&r->nstack, 0);
+		rec_set_name(r);
+		return r;
+	}
+	atomic_fetch_add_explicit(&unrecorded, 1, memory_order_relaxed);
+	return NULL;
+}
+
+/* The calling thread's private record, claimed on first use; NULL if none (table full). */
+static struct rec *my_record(void)
+{
+	struct rec *r = my_rec;
+	if (weft__likely(r != NULL))
+		return r;
+	struct rec *tab = __atomic_load_n(&priv, __ATOMIC_ACQUIRE);
+	if (!tab)
+		return NULL;
+	r = claim(tab, PRIV_RECS, cur_pid());
+	if (r) {
+		my_rec = r;
+		pthread_setspecific(rec_key, (void *)1);
+	}
+	return r;
+}
+
+/* The calling thread's shared record; the caller counts itself in shm_users first. */
+static struct rec *my_shared_record(void)
+{
+	struct shm_hdr *h = atomic_load(&shm);
+	if (!h)
+		return NULL;
+	uint32_t gen = atomic_load(&shm_gen);
+	if (my_srec && my_srec_gen == gen)
+		return my_srec;
+	my_srec = claim((struct rec *)(h + 1), (int)h->slots, cur_pid());
+	my_srec_gen = gen;
+	if (my_srec)
+		pthread_setspecific(rec_key, (void *)1);
+	return my_srec;
+}
+
+static void rec_release(struct rec *r)
+{
+	atomic_store(&r->wseq, 0);
+	atomic_store(&r->state, 0);
+}
+
+/* At thread exit (the __thread variables are still there when key destructors run). */
+static void key_destructor(void *v)
+{
+	(void)v;
+	if (my_rec) {
+		rec_release(my_rec);
+		my_rec = NULL;
+	}
+	if (my_srec) {
+		atomic_fetch_add(&shm_users, 1);
+		if (atomic_load(&shm) && my_srec_gen == atomic_load(&shm_gen))
+			rec_release(my_srec);
+		atomic_fetch_sub(&shm_users, 1);
+		my_srec = NULL;
+	}
+}
+
+static void atfork_child(void)
+{
+	my_tid = 0;
+	my_rec = NULL;
+	my_srec = NULL;
+	hold_lock = NULL;
+	__atomic_store_n(&my_pid, getpid(), __ATOMIC_RELAXED);
+	if (priv)
+		for (int i = 0; i < PRIV_RECS; i++)
+			atomic_store_explicit(&priv[i].state, 0, memory_order_relaxed);
+	for (uint64_t i = 0; i < RING; i++)
+		atomic_store_explicit(&ring[i].seq, 0, memory_order_relaxed);
+	atomic_store(&ring_head, 0);
+	atomic_store(&ring_tail, 0);
+	atomic_store(&shm_users, 0);
+	if (atomic_load(&state) == ST_RUNNING) {
+		/* the parent's watchdog is not here; its symbolizer's lock may be held for good */
+		dog_valid = 0;
+		stale_sym = sym;
+		sym = NULL;
+		atomic_store(&need_restart, 1);
+	}
+}
+
+static void once_init(void)
+{
+	if (pthread_key_create(&rec_key, key_destructor) != 0) {
+		once_err = -EAGAIN;
+		return;
+	}
+	if (pthread_atfork(NULL, NULL, atfork_child) != 0)
+		once_err = -ENOMEM;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The report queue.
+ */
+void weft__watch_emit(const weft_watch_report *r)
+{
+	if (!r)
+		return;
+	int e = errno;
+	if (weft__unlikely(atomic_load_explicit(&need_restart, memory_order_relaxed)))
+		restart_dog();
+	uint64_t pos = atomic_load_explicit(&ring_tail, memory_order_relaxed);
+	struct slot *s;
+	for (;;) {
+		s = &ring[pos % RING];
+		uint64_t sq = atomic_load_explicit(&s->seq, memory_order_acquire) + pos % RING;
+		int64_t dif = (int64_t)(sq - pos);
+		if (dif == 0) {
+			if (atomic_compare_exchange_weak_explicit(&ring_tail, &pos, pos + 1,
+			                                          memory_order_relaxed,
+			                                          memory_order_relaxed))
+				break;
+		} else if (dif < 0) {
+			atomic_fetch_add_explicit(&dropped, 1, memory_order_relaxed);
+			errno = e;
+			return;
+		} else {
+			pos = atomic_load_explicit(&ring_tail, memory_order_relaxed);
+		}
+	}
+	memcpy(&s->r, r, sizeof(*r));
+	s->r.seq = atomic_fetch_add_explicit(&report_seq, 1, memory_order_relaxed) + 1;
+	s->r.time_ns = weft__watch_now();
+	if (s->r.nthreads < 0)
+		s->r.nthreads = 0;
+	if (s->r.nthreads > WEFT_WATCH_MAX_THREADS)
+		s->r.nthreads = WEFT_WATCH_MAX_THREADS;
+	for (int i = 0; i < s->r.nthreads; i++)
+		if (!s->r.threads[i].pid)
+			s->r.threads[i].pid = cur_pid();
+	if (r->event > 0 && r->event < WEFT_WATCH_EVENT_COUNT)
+		atomic_fetch_add_explicit(&counts[r->event], 1, memory_order_relaxed);
+	atomic_store_explicit(&s->seq, pos + 1 - pos % RING, memory_order_release);
+	wake_dog();
+	errno = e;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The contention profile.
+ */
+static struct prof *prof_entry(void *site)
+{
+	struct prof *p = __atomic_load_n(&prof, __ATOMIC_ACQUIRE);
+	if (!p || !site)
+		return NULL;
+	uintptr_t key = (uintptr_t)site;
+	uint64_t h = (uint64_t)key * 0x9e3779b97f4a7c15ull;
+	for (int k = 0; k < PROF_PROBE; k++) {
+		struct prof *e = &p[((h >> 40) + (uint64_t)k) & (PROF_CAP - 1)];
+		uintptr_t cur = atomic_load_explicit(&e->site, memory_order_acquire);
+		if (cur == key)
+			return e;
+		if (cur == 0) {
+			if (atomic_compare_exchange_strong(&e->site, &cur, key) || cur == key)
+				return e;
+		}
+	}
+	atomic_fetch_add_explicit(&prof_full, 1, memory_order_relaxed);
+	return NULL;
+}
+
+static void max_store(_Atomic int64_t *m, int64_t v)
+{
+	int64_t cur = atomic_load_explicit(m, memory_order_relaxed);
+	while (v > cur && !atomic_compare_exchange_weak_explicit(m, &cur, v, memory_order_relaxed,
+	                                                         memory_order_relaxed))
+		;
+}
+
+static void prof_wait(const void *lock, weft_watch_lock_kind kind, void *site, int64_t ns,
+                      int acquired)
+{
+	struct prof *e = prof_entry(site);
+	if (!e)
+		return;
+	atomic_store_explicit(&e->lock, (uintptr_t)lock, memory_order_relaxed);
+	atomic_store_explicit(&e->kind, (uint32_t)kind, memory_order_relaxed);
+	if (acquired)
+		atomic_fetch_add_explicit(&e->contended, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&e->wait_total, ns, memory_order_relaxed);
+	max_store(&e->wait_max, ns);
+}
+
+void weft__watch_hold_acquired(const void *lock, void *site)
+{
+	int n = __atomic_load_n(&weft__watch_profile_sample, __ATOMIC_RELAXED);
+	if (n <= 0 || weft__watch_internal)
+		return;
+	if (--hold_countdown > 0)
+		return;
+	hold_countdown = n;
+	/* a sample still open (its lock not yet released) is dropped: one sample at a time */
+	hold_lock = lock;
+	hold_site = site;
+	hold_start = weft__watch_now();
+}
+
+void weft__watch_hold_released(const void *lock)
+{
+	if (weft__likely(lock != hold_lock) || !lock)
+		return;
+	hold_lock = NULL;
+	int64_t ns = weft__watch_now() - hold_start;
+	struct prof *e = prof_entry(hold_site);
+	if (!e)
+		return;
+	if (!atomic_load_explicit(&e->lock, memory_order_relaxed))
+		atomic_store_explicit(&e->lock, (uintptr_t)lock, memory_order_relaxed);
+	atomic_fetch_add_explicit(&e->hold_samples, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&e->hold_total, ns, memory_order_relaxed);
+	max_store(&e->hold_max, ns);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The wait protocol.
+ */
+static void fill_self(weft_watch_thread *t, weft_watch_lock_kind kind, const void *lock,
+                      const char *lname, pid_t owner, void *site)
+{
+	memset(t, 0, sizeof(*t));
+	t->pid = cur_pid();
+	t->tid = weft__watch_tid();
+	prctl(PR_GET_NAME, t->name, 0, 0, 0);
+	t->name[15] = '\0';
+	t->wait_kind = kind;
+	t->waits_for = lock;
+	if (lname) {
+		size_t len = strnlen(lname, sizeof(t->lock_name) - 1);
+		memcpy(t->lock_name, lname, len);
+	}
+	t->owner_tid = owner;
+	t->wait_site = site;
+}
+
+/* A report about the calling thread alone, its stack captured here (skip: frames of ours). */
+static __attribute__((noinline)) void emit_self(weft_watch_event ev, weft_watch_lock_kind kind,
+                                                const void *lock, const char *lname, pid_t owner,
+                                                void *site, int64_t waited)
+{
+	weft_watch_report r;
+	memset(&r, 0, offsetof(weft_watch_report, threads));
+	r.event = ev;
+	r.nthreads = 1;
+	fill_self(&r.threads[0], kind, lock, lname, owner, site);
+	r.threads[0].waited_ns = waited;
+	if (kind == WEFT_WATCH_LOCK_MUTEX || kind == WEFT_WATCH_LOCK_WRLOCK ||
+	    kind == WEFT_WATCH_LOCK_RDLOCK) {
+		if (ev == WEFT_WATCH_SELF_DEADLOCK || ev == WEFT_WATCH_OWNER_DIED) {
+			r.threads[0].nholds = 1;
+			r.threads[0].holds[0] = lock;
+		}
+	}
+	r.threads[0].nstack = weft__watch_stack(r.threads[0].stack, WEFT_WATCH_MAX_FRAMES, 2, site);
+	memset(r.order, 0, sizeof(r.order));
+	weft__watch_emit(&r);
+}
+
+struct wctx {
+	struct rec *r, *s; /* private and shared records (NULL: not recorded) */
+	uint64_t seq;
+	int stacked;
+	void *site;
+	const char *lname;
+};
+
+static void rec_begin(struct rec *r, uint64_t seq, const void *lock, uint32_t kind, void *site,
+                      int64_t start, pid_t owner)
+{
+	atomic_store(&r->lock, (uintptr_t)lock);
+	atomic_store(&r->kind, kind);
+	atomic_store(&r->site, (uintptr_t)site);
+	atomic_store(&r->start, start);
+	atomic_store(&r->owner, owner);
+	atomic_store(&r->wseq, seq);
+}
+
+static void begin_wait(struct wctx *w, const void *lock, uint32_t kind, void *site, int pshared,
+                       int64_t start, pid_t owner)
+{
+	struct rec *r = my_record();
+	if (!r || atomic_load_explicit(&r->wseq, memory_order_relaxed) != 0)
+		return; /* table full, or a wait inside a wait (a signal handler): not recorded */
+	uint64_t seq = atomic_load_explicit(&r->nextseq, memory_order_relaxed) + 1;
+	atomic_store_explicit(&r->nextseq, seq, memory_order_relaxed);
+	w->r = r;
+	w->seq = seq;
+	rec_set_lname(r, w->lname);
+	rec_begin(r, seq, lock, kind, site, start, owner);
+	if (pshared && atomic_load_explicit(&shm, memory_order_relaxed)) {
+		atomic_fetch_add(&shm_users, 1);
+		struct rec *s = my_shared_record();
+		if (s && atomic_load_explicit(&s->wseq, memory_order_relaxed) == 0) {
+			w->s = s;
+			rec_set_lname(s, w->lname);
+			rec_begin(s, seq, lock, kind, site, start, owner);
+		} else {
+			atomic_fetch_sub(&shm_users, 1);
+		}
+	}
+}
+
+static void store_stack(struct rec *r, uint64_t seq, void *const *frames, int n)
+{
+	atomic_store(&r->stack_seq, 0);
+	for (int i = 0; i < n; i++)
+		atomic_store_explicit(&r->stack[i], (uintptr_t)frames[i], memory_order_relaxed);
+	atomic_store(&r->nstack, n);
+	atomic_store(&r->stack_seq, seq);
+}
+
+static __attribute__((noinline)) void capture(struct wctx *w)
+{
+	void *frames[WEFT_WATCH_MAX_FRAMES];
+	/* skip this function and weft__watch_wait (or cond_begin): the first frame is the lock
+	 * function that called the engine */
+	int n = weft__watch_stack(frames, WEFT_WATCH_MAX_FRAMES, 2, w->site);
+	store_stack(w->r, w->seq, frames, n);
+	rec_set_name(w->r);
+	if (w->s) {
+		store_stack(w->s, w->seq, frames, n);
+		rec_set_name(w->s);
+	}
+	w->stacked = 1;
+}
+
+static void end_wait(struct wctx *w)
+{
+	if (w->r)
+		atomic_store(&w->r->wseq, 0);
+	if (w->s) {
+		atomic_store(&w->s->wseq, 0);
+		atomic_fetch_sub(&shm_users, 1);
+	}
+}
+
+int weft__watch_wait(const struct weft__watch_op *op, int64_t deadline)
+{
+	int e = errno;
+	if (weft__unlikely(atomic_load_explicit(&need_restart, memory_order_relaxed)))
+		restart_dog();
+	struct wctx w = {.site = op->site, .lname = op->name};
+	int64_t start = weft__watch_now();
+	int tried = 0, was_on = 0;
+	int r;
+	for (;;) {
+		if (!tried && is_on()) {
+			tried = was_on = 1;
+			pid_t owner = op->owner ? op->owner(op->lock) : 0;
+			if (owner != 0 && owner == weft__watch_tid())
+				emit_self(WEFT_WATCH_SELF_DEADLOCK, op->kind, op->lock, op->name,
+				          owner, op->site, 0);
+			begin_wait(&w, op->lock, op->kind, op->site, op->pshared, start, owner);
+		}
+		int64_t now = weft__watch_now();
+		int64_t end =
+		        now + (w.r ? __atomic_load_n(&slice_ns, __ATOMIC_RELAXED) : OFF_SLICE);
+		if (deadline >= 0 && deadline < end)
+			end = deadline;
+		r = op->timed(op->lock, end);
+		if (r != ETIMEDOUT || end == deadline)
+			break;
+		if (w.r) {
+			if (op->owner) {
+				pid_t o = op->owner(op->lock);
+				atomic_store(&w.r->owner, o);
+				if (w.s)
+					atomic_store(&w.s->owner, o);
+			}
+			if (!w.stacked)
+				capture(&w);
+		}
+	}
+	end_wait(&w);
+	if (was_on)
+		prof_wait(op->lock, op->kind, op->site, weft__watch_now() - start,
+		          r == 0 || r == EOWNERDEAD);
+	errno = e;
+	return r;
+}
+
+uint64_t weft__watch_cond_begin(const void *cond, const void *mutex, void *site)
+{
+	if (!is_on())
+		return 0;
+	int e = errno;
+	if (weft__unlikely(atomic_load_explicit(&need_restart, memory_order_relaxed)))
+		restart_dog();
+	struct wctx w = {.site = site};
+	begin_wait(&w, cond, WEFT_WATCH_LOCK_COND, site, 0, weft__watch_now(), 0);
+	(void)mutex;
+	uint64_t token = 0;
+	if (w.r) {
+		capture(&w);
+		token = w.seq;
+	}
+	errno = e;
+	return token;
+}
+
+void weft__watch_cond_end(uint64_t token)
+{
+	struct rec *r = my_rec;
+	if (!token || !r || atomic_load_explicit(&r->wseq, memory_order_relaxed) != token)
+		return;
+	int64_t ns = weft__watch_now() - atomic_load_explicit(&r->start, memory_order_relaxed);
+	atomic_store(&r->wseq, 0);
+	if (is_on())
+		prof_wait((const void *)atomic_load_explicit(&r->lock, memory_order_relaxed),
+		          WEFT_WATCH_LOCK_COND,
+		          (void *)atomic_load_explicit(&r->site, memory_order_relaxed), ns, 1);
+}
+
+void weft__watch_rw_acquired(const void *lock, int write)
+{
+	if (!is_on() || !lock)
+		return;
+	struct rec *r = my_record();
+	if (!r)
+		return;
+	for (int i = 0; i < RW_MAX; i++) {
+		if (atomic_load_explicit(&r->rw[i], memory_order_relaxed) == 0) {
+			atomic_store_explicit(&r->rw_write[i], write ? 1 : 0, memory_order_relaxed);
+			atomic_store_explicit(&r->rw[i], (uintptr_t)lock, memory_order_release);
+			return;
+		}
+	}
+	atomic_fetch_add_explicit(&r->rw_untracked, 1, memory_order_relaxed);
+}
+
+void weft__watch_rw_released(const void *lock)
+{
+	struct rec *r = my_rec;
+	if (!r || !lock)
+		return;
+	for (int i = RW_MAX - 1; i >= 0; i--) {
+		if (atomic_load_explicit(&r->rw[i], memory_order_relaxed) == (uintptr_t)lock) {
+			atomic_store_explicit(&r->rw[i], 0, memory_order_release);
+			return;
+		}
+	}
+}
+
+void weft__watch_owner_died(const void *lock, void *site)
+{
+	if (!is_on())
+		return;
+	emit_self(WEFT_WATCH_OWNER_DIED, WEFT_WATCH_LOCK_MUTEX, lock, NULL, 0, site, 0);
+	__asm__ volatile("" ::: "memory"); /* no tail call: emit_self skips this frame */
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Names and report formats.
+ */
+static const char *const event_names[] = {"?",         "deadlock",  "self-deadlock", "inversion",
+                                          "long-wait", "cond-wait", "owner-died"};
+static const char *const kind_names[] = {"?", "mutex", "rdlock", "wrlock", "cond", "sem"};
+
+const char *weft_watch_event_name(weft_watch_event e)
+{
+	return (int)e > 0 && (int)e < WEFT_WATCH_EVENT_COUNT ? event_names[e] : "?";
+}
+
+const char *weft_watch_lock_kind_name(weft_watch_lock_kind k)
+{
+	return (int)k > 0 && (int)k <= WEFT_WATCH_LOCK_SEM ? kind_names[k] : "?";
+}
+
+static const char *base_name(const char *p)
+{
+	const char *s = p ? strrchr(p, '/') : NULL;
+	return s ? s + 1 : p;
+}
+
+static void text_frame(weft__buf *b, weft_symbolizer *s, const void *pc)
+{
+	const char *func = "??", *file = NULL, *module = NULL;
+	uintptr_t off = 0;
+	int line = 0;
+	if (s)
+		weft_symbolizer_lookup(s, pc, &func, &off, &file, &line, &module);
+	weft__buf_printf(b, "%s+0x%" PRIxPTR, func ? func : "??", off);
+	if (file)
+		weft__buf_printf(b, " at %s:%d", base_name(file), line);
+	if (module)
+		weft__buf_printf(b, " (%s)", base_name(module));
+}
+
+static void text_stack(weft__buf *b, weft_symbolizer *s, void *const *st, int n)
+{
+	if (n <= 0) {
+		weft__buf_puts(b, "      (no stack)\n");
+		return;
+	}
+	for (int i = 0; i < n && i < WEFT_WATCH_MAX_FRAMES; i++) {
+		weft__buf_printf(b, "      #%-2d %p  ", i, st[i]);
+		text_frame(b, s, st[i]);
+		weft__buf_putc(b, '\n');
+	}
+}
+
+static void text_secs(weft__buf *b, int64_t ns)
+{
+	weft__buf_printf(b, "%.3f s", (double)ns / 1e9);
+}
+
+static void text_thread(weft__buf *b, weft_symbolizer *s, const weft_watch_report *r,
+                        const weft_watch_thread *t)
+{
+	weft__buf_printf(b, "  thread %d", (int)t->tid);
+	if (t->name[0])
+		weft__buf_printf(b, " \"%.16s\"", t->name);
+	if (t->pid)
+		weft__buf_printf(b, " (pid %d)", (int)t->pid);
+	if (t->wait_kind) {
+		const char *verb = r->event == WEFT_WATCH_OWNER_DIED ? "got" : "waits for";
+		weft__buf_printf(b, " %s %s", verb, weft_watch_lock_kind_name(t->wait_kind));
+		if (t->lock_name[0])
+			weft__buf_printf(b, " \"%.23s\"", t->lock_name);
+		weft__buf_printf(b, " %p", t->waits_for);
+		if (t->owner_tid)
+			weft__buf_printf(b, " owned by thread %d", (int)t->owner_tid);
+		if (t->waited_ns > 0) {
+			weft__buf_puts(b, " for ");
+			text_secs(b, t->waited_ns);
+		}
+	}
+	weft__buf_putc(b, '\n');
+	if (t->wait_site) {
+		weft__buf_puts(b, "    called at ");
+		text_frame(b, s, t->wait_site);
+		weft__buf_putc(b, '\n');
+	}
+	if (t->nholds > 0) {
+		weft__buf_puts(b, "    holds");
+		for (int i = 0; i < t->nholds && i < WEFT_WATCH_MAX_HOLDS; i++)
+			weft__buf_printf(b, " %p", t->holds[i]);
+		weft__buf_putc(b, '\n');
+	}
+	weft__buf_puts(b, "    stack:\n");
+	text_stack(b, s, t->stack, t->nstack);
+}
+
+/* A class: its name when it has one, else the site it was made at. */
+static void text_class(weft__buf *b, weft_symbolizer *s, const char *name, void *site)
+{
+	if (name[0])
+		weft__buf_printf(b, "\"%.23s\"", name);
+	else
+		text_frame(b, s, site);
+}
+
+static const char *headline(weft_watch_event e)
+{
+	switch (e) {
+	case WEFT_WATCH_DEADLOCK: return "threads wait for each other in a cycle";
+	case WEFT_WATCH_SELF_DEADLOCK: return "a thread waits for a lock it holds itself";
+	case WEFT_WATCH_INVERSION: return "two locks taken in both orders (a possible deadlock)";
+	case WEFT_WATCH_LONG_WAIT: return "a lock wait is taking long";
+	case WEFT_WATCH_COND_WAIT: return "a condition wait is taking long";
+	case WEFT_WATCH_OWNER_DIED: return "a robust mutex's owner died holding it";
+	default: return "?";
+	}
+}
+
+static int report_text(const weft_watch_report *r, weft_symbolizer *s, char **ret_text)
+{
+	weft__buf b = WEFT__BUF_INIT;
+	weft__buf_printf(&b, "weft watch: %s: %s (report %" PRIu64 ", pid %d)\n",
+	                 weft_watch_event_name(r->event), headline(r->event), r->seq,
+	                 (int)getpid());
+	int n = r->nthreads < 0 ? 0 : WEFT__MIN(r->nthreads, WEFT_WATCH_MAX_THREADS);
+	for (int i = 0; i < n; i++)
+		text_thread(&b, s, r, &r->threads[i]);
+	if (r->more_threads > 0)
+		weft__buf_printf(&b, "  ... and %d more threads\n", r->more_threads);
+	if (r->event == WEFT_WATCH_INVERSION) {
+		for (int i = 0; i < 2; i++) {
+			const weft_watch_order *o = &r->order[i];
+			weft__buf_printf(&b, "  %s: thread %d took %p (class ",
+			                 i == 0 ? "first order" : "now, reversed", (int)o->tid,
+			                 o->acquired);
+			text_class(&b, s, o->acquired_class_name, o->acquired_class_site);
+			weft__buf_printf(&b, ") while holding %p (class ", o->held);
+			text_class(&b, s, o->held_class_name, o->held_class_site);
+			weft__buf_puts(&b, ")\n    stack:\n");
+			text_stack(&b, s, o->stack, o->nstack);
+		}
+	}
+	return weft__buf_finish(&b, ret_text, NULL);
+}
+
+static void json_ptr(weft__buf *b, const void *p)
+{
+	if (p)
+		weft__buf_printf(b, "\"%p\"", p);
+	else
+		weft__buf_puts(b, "null");
+}
+
+static void json_frame(weft__buf *b, weft_symbolizer *s, const void *pc)
+{
+	if (!pc) {
+		weft__buf_puts(b, "null");
+		return;
+	}
+	const char *func = "??", *file = NULL;
+	int line = 0;
+	if (s)
+		weft_symbolizer_lookup(s, pc, &func, NULL, &file, &line, NULL);
+	weft__buf_printf(b, "{\"pc\":\"%p\",\"func\":", pc);
+	weft__buf_json_str(b, func ? func : "??");
+	weft__buf_puts(b, ",\"file\":");
+	if (file)
+		weft__buf_json_str(b, file);
+	else
+		weft__buf_puts(b, "null");
+	weft__buf_printf(b, ",\"line\":%d}", line);
+}
+
+static void json_stack(weft__buf *b, weft_symbolizer *s, void *const *st, int n)
+{
+	weft__buf_putc(b, '[');
+	for (int i = 0; i < n && i < WEFT_WATCH_MAX_FRAMES; i++) {
+		if (i)
+			weft__buf_putc(b, ',');
+		json_frame(b, s, st[i]);
+	}
+	weft__buf_putc(b, ']');
+}
+
+/* ,"key":"name" for a name of up to 23 bytes (not always NUL-terminated), null when empty */
+static void json_name(weft__buf *b, const char *key, const char *name)
+{
+	weft__buf_printf(b, ",\"%s\":", key);
+	if (!name[0]) {
+		weft__buf_puts(b, "null");
+		return;
+	}
+	char s[24];
+	size_t len = strnlen(name, 23);
+	memcpy(s, name, len);
+	s[len] = '\0';
+	weft__buf_json_str(b, s);
+}
+
+static int report_json(const weft_watch_report *r, weft_symbolizer *s, char **ret_json)
+{
+	weft__buf b = WEFT__BUF_INIT;
+	weft__buf_puts(&b, "{\"event\":");
+	weft__buf_json_str(&b, weft_watch_event_name(r->event));
+	weft__buf_printf(&b, ",\"seq\":%" PRIu64 ",\"time_ns\":%" PRId64 ",\"pid\":%d", r->seq,
+	                 r->time_ns, (int)getpid());
+	weft__buf_puts(&b, ",\"threads\":[");
+	int n = r->nthreads < 0 ? 0 : WEFT__MIN(r->nthreads, WEFT_WATCH_MAX_THREADS);
+	for (int i = 0; i < n; i++) {
+		const weft_watch_thread *t = &r->threads[i];
+		char name[17];
+		memcpy(name, t->name, 16);
+		name[16] = '\0';
+		weft__buf_printf(&b, "%s{\"pid\":%d,\"tid\":%d,\"name\":", i ? "," : "",
+		                 (int)t->pid, (int)t->tid);
+		weft__buf_json_str(&b, name);
+		weft__buf_puts(&b, ",\"wait_kind\":");
+		if (t->wait_kind)
+			weft__buf_json_str(&b, weft_watch_lock_kind_name(t->wait_kind));
+		else
+			weft__buf_puts(&b, "null");
+		weft__buf_puts(&b, ",\"waits_for\":");
+		json_ptr(&b, t->waits_for);
+		json_name(&b, "lock_name", t->lock_name);
+		weft__buf_printf(&b, ",\"owner_tid\":%d,\"waited_ns\":%" PRId64 ",\"wait_site\":",
+		                 (int)t->owner_tid, t->waited_ns);
+		json_frame(&b, s, t->wait_site);
+		weft__buf_puts(&b, ",\"holds\":[");
+		for (int k = 0; k < t->nholds && k < WEFT_WATCH_MAX_HOLDS; k++) {
+			if (k)
+				weft__buf_putc(&b, ',');
+			json_ptr(&b, t->holds[k]);
+		}
+		weft__buf_puts(&b, "],\"stack\":");
+		json_stack(&b, s, t->stack, t->nstack);
+		weft__buf_putc(&b, '}');
+	}
+	weft__buf_printf(&b, "],\"more_threads\":%d", r->more_threads);
+	if (r->event == WEFT_WATCH_INVERSION) {
+		weft__buf_puts(&b, ",\"order\":[");
+		for (int i = 0; i < 2; i++) {
+			const weft_watch_order *o = &r->order[i];
+			weft__buf_printf(&b, "%s{\"tid\":%d,\"held\":", i ? "," : "", (int)o->tid);
+			json_ptr(&b, o->held);
+			weft__buf_puts(&b, ",\"acquired\":");
+			json_ptr(&b, o->acquired);
+			weft__buf_puts(&b, ",\"held_class\":");
+			json_frame(&b, s, o->held_class_site);
+			weft__buf_puts(&b, ",\"acquired_class\":");
+			json_frame(&b, s, o->acquired_class_site);
+			json_name(&b, "held_name", o->held_class_name);
+			json_name(&b, "acquired_name", o->acquired_class_name);
+			weft__buf_puts(&b, ",\"stack\":");
+			json_stack(&b, s, o->stack, o->nstack);
+			weft__buf_putc(&b, '}');
+		}
+		weft__buf_putc(&b, ']');
+	}
+	weft__buf_putc(&b, '}');
+	return weft__buf_finish(&b, ret_json, NULL);
+}
+
+static int valid_report(const weft_watch_report *r)
+{
+	return r && r->event > 0 && r->event < WEFT_WATCH_EVENT_COUNT && r->nthreads >= 0 &&
+	       r->nthreads <= WEFT_WATCH_MAX_THREADS;
+}
+
+int weft_watch_report_text(const weft_watch_report *r, char **ret_text)
+{
+	if (!valid_report(r) || !ret_text)
+		return -EINVAL;
+	int e = errno;
+	weft_symbolizer *s = NULL;
+	int rc = weft_symbolizer_create(&s);
+	if (rc == 0)
+		rc = report_text(r, s, ret_text);
+	weft_symbolizer_destroy(s);
+	errno = e;
+	return rc;
+}
+
+int weft_watch_report_json(const weft_watch_report *r, char **ret_json)
+{
+	if (!valid_report(r) || !ret_json)
+		return -EINVAL;
+	int e = errno;
+	weft_symbolizer *s = NULL;
+	int rc = weft_symbolizer_create(&s);
+	if (rc == 0)
+		rc = report_json(r, s, ret_json);
+	weft_symbolizer_destroy(s);
+	errno = e;
+	return rc;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Emission, on the watchdog thread.
+ */
+static void write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+static void emit_one(const weft_watch_report *r)
+{
+	if (opts.on_report)
+		opts.on_report(r, opts.arg);
+	if (r->event > 0 && r->event < WEFT_WATCH_EVENT_COUNT)
+		weft_counter_add(m_reports[r->event], 1);
+	if (!sym && (opts.json_fd > 0 || opts.text_fd > 0))
+		weft_symbolizer_create(&sym);
+	char *t;
+	if (opts.json_fd > 0 && report_json(r, sym, &t) == 0) {
+		size_t n = strlen(t);
+		t[n] = '\n'; /* the NUL becomes the newline: one write, one line */
+		write_all(opts.json_fd, t, n + 1);
+		free(t);
+	}
+	if (opts.text_fd > 0 && report_text(r, sym, &t) == 0) {
+		write_all(opts.text_fd, t, strlen(t));
+		free(t);
+	}
+	if (r->event == WEFT_WATCH_DEADLOCK || r->event == WEFT_WATCH_SELF_DEADLOCK) {
+		if (opts.on_deadlock == WEFT_WATCH_ACTION_ABORT)
+			abort();
+		if (opts.on_deadlock == WEFT_WATCH_ACTION_EXIT)
+			_exit(opts.exit_code ? opts.exit_code : 86);
+	}
+}
+
+static void drain(void)
+{
+	for (;;) {
+		uint64_t pos = atomic_load_explicit(&ring_head, memory_order_relaxed);
+		struct slot *s = &ring[pos % RING];
+		if (atomic_load_explicit(&s->seq, memory_order_acquire) + pos % RING != pos + 1)
+			break;
+		emit_one(&s->r);
+		atomic_store_explicit(&ring_head, pos + 1, memory_order_relaxed);
+		atomic_store_explicit(&s->seq, pos + RING - pos % RING, memory_order_release);
+	}
+	uint64_t d = atomic_load_explicit(&dropped, memory_order_relaxed);
+	if (d != m_dropped_seen) {
+		weft_counter_add(m_dropped, d - m_dropped_seen);
+		m_dropped_seen = d;
+	}
+	uint64_t u = atomic_load_explicit(&unrecorded, memory_order_relaxed) +
+	             atomic_load_explicit(&prof_full, memory_order_relaxed);
+	if (u != m_unrecorded_seen) {
+		weft_counter_add(m_unrecorded, u - m_unrecorded_seen);
+		m_unrecorded_seen = u;
+	}
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The scan: snapshots, the wait-for graph, cycles, long waits.
+ */
+
+/* A consistent snapshot of a waiting record into n; 0 if it does not wait (or changed). */
+static int snap(struct rec *r, struct node *n)
+{
+	uint64_t s1 = atomic_load(&r->wseq);
+	if (!s1)
+		return 0;
+	n->tid = atomic_load(&r->tid);
+	n->lock = atomic_load(&r->lock);
+	n->kind = atomic_load(&r->kind);
+	n->owner = atomic_load(&r->owner);
+	n->start = atomic_load(&r->start);
+	n->site = atomic_load(&r->site);
+	if (atomic_load(&r->wseq) != s1)
+		return 0;
+	n->wseq = s1;
+	n->rec = r;
+	n->nedge = 0;
+	n->self_hold = 0;
+	return 1;
+}
+
+static int tid_lookup(pid_t tid)
+{
+	unsigned mask = (unsigned)tidmap_cap - 1;
+	for (unsigned h = ((unsigned)tid * 2654435761u) & mask;; h = (h + 1) & mask) {
+		int v = tidmap[h];
+		if (v == 0)
+			return -1;
+		if (nodes[v - 1].tid == tid)
+			return v - 1;
+	}
+}
+
+static void tid_insert(pid_t tid, int idx)
+{
+	unsigned mask = (unsigned)tidmap_cap - 1;
+	for (unsigned h = ((unsigned)tid * 2654435761u) & mask;; h = (h + 1) & mask) {
+		if (tidmap[h] == 0) {
+			tidmap[h] = idx + 1;
+			return;
+		}
+		if (nodes[tidmap[h] - 1].tid == tid)
+			return; /* a tid twice (a stale record): keep the first */
+	}
+}
+
+static void add_edge(struct node *n, int to)
+{
+	for (int i = 0; i < n->nedge; i++)
+		if (n->edge[i] == to)
+			return;
+	if (n->nedge < EDGE_MAX)
+		n->edge[n->nedge++] = to;
+}
+
+/* The stack of a record, if it belongs to wait seq. */
+static int rec_stack(struct rec *r, uint64_t seq, void **out)
+{
+	if (atomic_load(&r->stack_seq) != seq)
+		return 0;
+	int n = atomic_load(&r->nstack);
+	if (n < 0 || n > WEFT_WATCH_MAX_FRAMES)
+		return 0;
+	for (int i = 0; i < n; i++)
+		out[i] = (void *)atomic_load_explicit(&r->stack[i], memory_order_relaxed);
+	if (atomic_load(&r->stack_seq) != seq || atomic_load(&r->wseq) != seq)
+		return 0;
+	return n;
+}
+
+static void node_thread(const struct node *n, weft_watch_thread *t, int64_t now)
+{
+	memset(t, 0, sizeof(*t));
+	t->pid = n->pid;
+	t->tid = n->tid;
+	rec_get_name(n->rec, t->name);
+	t->wait_kind = (weft_watch_lock_kind)n->kind;
+	t->waits_for = n->own ? (const void *)n->lock : NULL;
+	t->owner_tid = n->owner;
+	t->waited_ns = now - n->start;
+	t->wait_site = n->own ? (void *)n->site : NULL;
+	if (n->own) {
+		t->nstack = rec_stack(n->rec, n->wseq, t->stack);
+		rec_get_lname(n->rec, t->lock_name);
+		if (atomic_load(&n->rec->wseq) != n->wseq)
+			t->lock_name[0] = '\0'; /* the wait ended: the name may be the next one's */
+	}
+}
+
+static uint64_t mix(uint64_t h, uint64_t v)
+{
+	h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+	return h * 0xff51afd7ed558ccdull;
+}
+
+static int was_reported(uint64_t key)
+{
+	unsigned n = nreported < REPORTED_MAX ? nreported : REPORTED_MAX;
+	for (unsigned i = 0; i < n; i++)
+		if (reported[i] == key)
+			return 1;
+	return 0;
+}
+
+/* A cycle: cyc[0] waits for cyc[1]'s lock ... cyc[len-1] for cyc[0]'s. */
+static void on_cycle(const int *cyc, int len, int64_t now)
+{
+	int own = 0, first = 0;
+	for (int i = 0; i < len; i++) {
+		struct node *n = &nodes[cyc[i]];
+		own |= n->own;
+		if (n->tid < nodes[cyc[first]].tid)
+			first = i;
+	}
+	if (!own)
+		return;
+	uint64_t key = (uint64_t)len;
+	for (int k = 0; k < len; k++) {
+		struct node *n = &nodes[cyc[(first + k) % len]];
+		struct node *next = &nodes[cyc[(first + k + 1) % len]];
+		key = mix(key, (uint64_t)(uint32_t)n->pid);
+		key = mix(key, (uint64_t)(uint32_t)n->tid);
+		key = mix(key, n->wseq);
+		key = mix(key, (uint64_t)(uint32_t)next->tid);
+		key = mix(key, (uint64_t)(uint32_t)n->owner);
+	}
+	int seen = 1;
+	for (int i = 0; i < nprev; i++)
+		if (prev_keys[i] == key)
+			seen = prev_seen[i] + 1;
+	if (ncur < CYCLE_MAX) {
+		cur_keys[ncur] = key;
+		cur_seen[ncur++] = seen;
+	}
+	if (seen < 2 || was_reported(key))
+		return;
+	/* each of our threads captures its stack after its first slice: a thread that has not run
+	 * since (a loaded machine, valgrind) gets a few more scans before the report goes without
+	 */
+	int stacks = 1;
+	for (int k = 0; k < len && seen < STACK_GRACE_SCANS; k++) {
+		struct node *n = &nodes[cyc[k]];
+		if (n->own && atomic_load(&n->rec->stack_seq) != n->wseq)
+			stacks = 0;
+	}
+	if (!stacks)
+		return;
+	reported[nreported++ % REPORTED_MAX] = key;
+
+	weft_watch_report *r = &scratch_report;
+	memset(r, 0, sizeof(*r));
+	if (len == 1) {
+		r->event = WEFT_WATCH_SELF_DEADLOCK;
+	} else {
+		r->event = WEFT_WATCH_DEADLOCK;
+	}
+	int keep = WEFT__MIN(len, WEFT_WATCH_MAX_THREADS);
+	r->nthreads = keep;
+	r->more_threads = len - keep;
+	for (int k = 0; k < keep; k++) {
+		struct node *n = &nodes[cyc[(first + k) % len]];
+		struct node *prev = &nodes[cyc[(first + k + len - 1) % len]];
+		struct node *next = &nodes[cyc[(first + k + 1) % len]];
+		weft_watch_thread *t = &r->threads[k];
+		node_thread(n, t, now);
+		t->owner_tid = next->tid;
+		if (n->own && prev->own) {
+			t->nholds = 1;
+			t->holds[0] = (const void *)prev->lock;
+		}
+	}
+	weft__watch_emit(r);
+	drain();
+}
+
+static void find_cycles(int nn, int64_t now)
+{
+	for (int i = 0; i < nn; i++)
+		dfs_color[i] = 0;
+	for (int root = 0; root < nn; root++) {
+		if (dfs_color[root])
+			continue;
+		int sp = 0;
+		dfs_stack[sp] = root;
+		dfs_edge[sp] = 0;
+		dfs_pos[root] = 0;
+		dfs_color[root] = 1;
+		sp++;
+		while (sp > 0) {
+			int v = dfs_stack[sp - 1];
+			struct node *n = &nodes[v];
+			if (dfs_edge[sp - 1] >= n->nedge) {
+				dfs_color[v] = 2;
+				sp--;
+				continue;
+			}
+			int to = n->edge[dfs_edge[sp - 1]++];
+			if (dfs_color[to] == 1) {
+				int at = dfs_pos[to];
+				on_cycle(&dfs_stack[at], sp - at, now);
+			} else if (dfs_color[to] == 0) {
+				dfs_color[to] = 1;
+				dfs_pos[to] = sp;
+				dfs_stack[sp] = to;
+				dfs_edge[sp] = 0;
+				sp++;
+			}
+		}
+	}
+}
+
+static void report_long(struct node *n, weft_watch_event ev, int64_t now)
+{
+	weft_watch_report *r = &scratch_report;
+	memset(r, 0, sizeof(*r));
+	r->event = ev;
+	r->nthreads = 1;
+	node_thread(n, &r->threads[0], now);
+	for (int i = 0; i < RW_MAX; i++) {
+		uintptr_t l = atomic_load_explicit(&n->rec->rw[i], memory_order_relaxed);
+		if (l && r->threads[0].nholds < WEFT_WATCH_MAX_HOLDS)
+			r->threads[0].holds[r->threads[0].nholds++] = (const void *)l;
+	}
+	weft__watch_emit(r);
+	drain();
+}
+
+static void reclaim_dead(struct rec *tab, int n, pid_t me)
+{
+	for (int i = 0; i < n; i++) {
+		int32_t p = atomic_load_explicit(&tab[i].state, memory_order_relaxed);
+		if (p == 0 || p == me)
+			continue;
+		if (kill(p, 0) == -1 && errno == ESRCH) {
+			atomic_store(&tab[i].wseq, 0);
+			atomic_compare_exchange_strong(&tab[i].state, &p, 0);
+		}
+	}
+}
+
+static void scan(int64_t now, unsigned scan_no)
+{
+	pid_t me = cur_pid();
+	int nn = 0, nh = 0, inuse = 0, nwait = 0;
+	/* 1. snapshots of this process's records (and their held rwlocks) */
+	for (int i = 0; i < PRIV_RECS; i++) {
+		struct rec *r = &priv[i];
+		if (atomic_load_explicit(&r->state, memory_order_relaxed) == 0)
+			continue;
+		inuse++;
+		pid_t tid = atomic_load(&r->tid);
+		for (int k = 0; k < RW_MAX && nh < holds_cap; k++) {
+			uintptr_t l = atomic_load_explicit(&r->rw[k], memory_order_acquire);
+			if (!l)
+				continue;
+			holds[nh].lock = l;
+			holds[nh].tid = tid;
+			holds[nh].write =
+			        (int)atomic_load_explicit(&r->rw_write[k], memory_order_relaxed);
+			nh++;
+		}
+		if (nn < nodes_cap && snap(r, &nodes[nn])) {
+			nodes[nn].pid = me;
+			nodes[nn].own = 1;
+			nn++;
+			nwait++;
+		}
+	}
+	/* 2. other processes' waits in the shared registry */
+	struct shm_hdr *h = atomic_load(&shm);
+	if (h) {
+		struct rec *tab = (struct rec *)(h + 1);
+		if (scan_no % 16 == 0)
+			reclaim_dead(tab, (int)h->slots, me);
+		for (int i = 0; i < (int)h->slots && nn < nodes_cap; i++) {
+			struct rec *r = &tab[i];
+			pid_t p = atomic_load_explicit(&r->state, memory_order_relaxed);
+			if (p == 0 || p == me)
+				continue;
+			if (snap(r, &nodes[nn])) {
+				nodes[nn].pid = p;
+				nodes[nn].own = 0;
+				nn++;
+			}
+		}
+	}
+	weft_gauge_set(m_waits, nwait);
+	weft_gauge_set(m_records, inuse);
+
+	/* 3. long waits and condition waits, this process's only */
+	for (int i = 0; i < nn; i++) {
+		struct node *n = &nodes[i];
+		if (!n->own)
+			continue;
+		int cond = n->kind == WEFT_WATCH_LOCK_COND;
+		int64_t lim = cond ? opts.cond_wait_ns : opts.long_wait_ns;
+		if (lim < 0 || now - n->start <= lim)
+			continue;
+		if (atomic_load_explicit(&n->rec->long_seq, memory_order_relaxed) == n->wseq)
+			continue;
+		atomic_store_explicit(&n->rec->long_seq, n->wseq, memory_order_relaxed);
+		report_long(n, cond ? WEFT_WATCH_COND_WAIT : WEFT_WATCH_LONG_WAIT, now);
+	}
+
+	/* 4. the graph */
+	memset(tidmap, 0, sizeof(int) * (size_t)tidmap_cap);
+	for (int i = 0; i < nn; i++)
+		tid_insert(nodes[i].tid, i);
+	for (int i = 0; i < nn; i++) {
+		struct node *n = &nodes[i];
+		if (n->kind == WEFT_WATCH_LOCK_COND || n->kind == WEFT_WATCH_LOCK_SEM)
+			continue;
+		if (n->owner) {
+			int to = tid_lookup(n->owner);
+			/* a thread waiting for a mutex it owns was reported by itself at once */
+			if (to >= 0 && to != i)
+				add_edge(n, to);
+		}
+		if (!n->own ||
+		    (n->kind != WEFT_WATCH_LOCK_RDLOCK && n->kind != WEFT_WATCH_LOCK_WRLOCK))
+			continue;
+		for (int k = 0; k < nh; k++) {
+			if (holds[k].lock != n->lock)
+				continue;
+			if (n->kind == WEFT_WATCH_LOCK_RDLOCK && !holds[k].write)
+				continue;
+			int to = tid_lookup(holds[k].tid);
+			if (to < 0)
+				continue;
+			if (to == i)
+				n->self_hold = 1, add_edge(n, to);
+			else
+				add_edge(n, to);
+		}
+	}
+
+	/* 5. cycles, reported when also seen on the previous scan */
+	ncur = 0;
+	find_cycles(nn, now);
+	memcpy(prev_keys, cur_keys, sizeof(uint64_t) * (size_t)ncur);
+	memcpy(prev_seen, cur_seen, sizeof(int) * (size_t)ncur);
+	nprev = ncur;
+}
+
+static void *dog_main(void *arg)
+{
+	(void)arg;
+	weft__watch_internal = 1;
+	int64_t next = weft__watch_now() + opts.scan_ns;
+	unsigned scan_no = 0;
+	while (!atomic_load(&dog_stop)) {
+		uint32_t w = atomic_load(&wake_word);
+		drain();
+		int64_t now = weft__watch_now();
+		if (now >= next) {
+			scan(now, scan_no++);
+			drain();
+			next += opts.scan_ns;
+			if (next <= now)
+				next = now + opts.scan_ns;
+			continue;
+		}
+		int64_t d = next - now;
+		struct timespec ts = {(time_t)(d / 1000000000), (long)(d % 1000000000)};
+		syscall(SYS_futex, &wake_word, FUTEX_WAIT_PRIVATE, w, &ts, NULL, 0);
+	}
+	drain();
+	return NULL;
+}
+
+/* In a fork child, at its first recorded wait or emit: a watchdog of its own. */
+static void restart_dog(void)
+{
+	int one = 1;
+	if (!atomic_compare_exchange_strong(&need_restart, &one, 0))
+		return;
+	int e = errno;
+	int internal = weft__watch_internal;
+	weft__watch_internal = 1;
+	atomic_store(&dog_stop, 0);
+	if (weft__thread_create(&dog, "weft-watch", dog_main, NULL) == 0)
+		dog_valid = 1;
+	weft__watch_internal = internal;
+	errno = e;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Start and stop.
+ */
+static void *map_anon(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static size_t shm_size(uint32_t slots)
+{
+	return sizeof(struct shm_hdr) + (size_t)slots * sizeof(struct rec);
+}
+
+int weft_watch_shm_create(int slots, int *ret_fd)
+{
+	if (!ret_fd || slots < 0 || slots > SHM_MAX_SLOTS)
+		return -EINVAL;
+	if (slots == 0)
+		slots = SHM_DEFAULT_SLOTS;
+	int e = errno;
+	if (weft__fault_hit(WEFT__FAULT_OPEN)) {
+		errno = e;
+		return -EMFILE;
+	}
+	int fd = (int)syscall(SYS_memfd_create, "weft-watch", 0u);
+	int r = 0;
+	if (fd < 0) {
+		r = weft__neg_errno();
+		goto out;
+	}
+	size_t len = shm_size((uint32_t)slots);
+	if (ftruncate(fd, (off_t)len) != 0) {
+		r = weft__neg_errno();
+		goto fail;
+	}
+	struct shm_hdr *h = mmap(NULL, sizeof(*h), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (h == MAP_FAILED) {
+		r = weft__neg_errno();
+		goto fail;
+	}
+	h->rec_size = sizeof(struct rec);
+	h->slots = (uint32_t)slots;
+	h->magic = SHM_MAGIC;
+	munmap(h, sizeof(*h));
+	*ret_fd = fd;
+	goto out;
+fail:
+	close(fd);
+out:
+	errno = e;
+	return r;
+}
+
+static int map_shared(int fd, struct shm_hdr **ret, size_t *ret_len)
+{
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return weft__neg_errno();
+	if ((size_t)st.st_size < sizeof(struct shm_hdr))
+		return -EINVAL;
+	struct shm_hdr *h =
+	        mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (h == MAP_FAILED)
+		return weft__neg_errno();
+	if (h->magic != SHM_MAGIC || h->rec_size != sizeof(struct rec) || h->slots == 0 ||
+	    h->slots > SHM_MAX_SLOTS || shm_size(h->slots) > (size_t)st.st_size) {
+		munmap(h, (size_t)st.st_size);
+		return -EINVAL;
+	}
+	*ret = h;
+	*ret_len = (size_t)st.st_size;
+	return 0;
+}
+
+static void unmap_shared(void)
+{
+	struct shm_hdr *h = atomic_exchange(&shm, NULL);
+	if (!h)
+		return;
+	atomic_fetch_add(&shm_gen, 1);
+	pid_t me = cur_pid();
+	struct rec *tab = (struct rec *)(h + 1);
+	for (uint32_t i = 0; i < h->slots; i++) {
+		int32_t p = me;
+		atomic_compare_exchange_strong(&tab[i].state, &p, 0);
+	}
+	/* a thread inside a process-shared wait still writes its record: keep the mapping then */
+	if (atomic_load(&shm_users) == 0)
+		munmap(h, shm_len);
+}
+
+static void free_scratch(void)
+{
+	free(nodes);
+	free(holds);
+	free(tidmap);
+	free(dfs_stack);
+	free(dfs_edge);
+	free(dfs_color);
+	free(dfs_pos);
+	nodes = NULL;
+	holds = NULL;
+	tidmap = NULL;
+	dfs_stack = dfs_edge = dfs_color = dfs_pos = NULL;
+}
+
+static void remove_metrics(void)
+{
+	weft_metrics *m = opts.metrics;
+	for (int i = 0; i < WEFT_WATCH_EVENT_COUNT; i++) {
+		if (m && m_reports[i])
+			weft_metrics_remove(m, m_reports[i]);
+		m_reports[i] = NULL;
+	}
+	if (m && m_waits)
+		weft_metrics_remove(m, m_waits);
+	if (m && m_records)
+		weft_metrics_remove(m, m_records);
+	if (m && m_dropped)
+		weft_metrics_remove(m, m_dropped);
+	if (m && m_unrecorded)
+		weft_metrics_remove(m, m_unrecorded);
+	m_waits = m_records = NULL;
+	m_dropped = m_unrecorded = NULL;
+}
+
+static int add_metrics(weft_metrics *m)
+{
+	int r;
+	for (int i = 1; i < WEFT_WATCH_EVENT_COUNT; i++) {
+		const char *labels[] = {"event", event_names[i], NULL};
+		r = weft_metrics_counter(m, "weft_watch_reports_total",
+		                         "Reports of the lock monitor, by event", labels,
+		                         &m_reports[i]);
+		if (r < 0)
+			return r;
+	}
+	r = weft_metrics_gauge(m, "weft_watch_waits", "Lock waits recorded now", NULL, &m_waits);
+	if (r < 0)
+		return r;
+	r = weft_metrics_gauge(m, "weft_watch_records", "Thread records in use", NULL, &m_records);
+	if (r < 0)
+		return r;
+	r = weft_metrics_counter(m, "weft_watch_dropped_total", "Reports lost to a full queue",
+	                         NULL, &m_dropped);
+	if (r < 0)
+		return r;
+	return weft_metrics_counter(m, "weft_watch_unrecorded_total",
+	                            "Waits not recorded or profiled: a table was full", NULL,
+	                            &m_unrecorded);
+}
+
+static int alloc_scratch(int total)
+{
+	nodes_cap = total;
+	holds_cap = PRIV_RECS * RW_MAX;
+	tidmap_cap = 16;
+	while (tidmap_cap < 2 * total)
+		tidmap_cap *= 2;
+	nodes = weft__calloc((size_t)total, sizeof(*nodes));
+	holds = nodes ? weft__calloc((size_t)holds_cap, sizeof(*holds)) : NULL;
+	tidmap = holds ? weft__calloc((size_t)tidmap_cap, sizeof(int)) : NULL;
+	dfs_stack = tidmap ? weft__calloc((size_t)total, sizeof(int)) : NULL;
+	dfs_edge = dfs_stack ? weft__calloc((size_t)total, sizeof(int)) : NULL;
+	dfs_color = dfs_edge ? weft__calloc((size_t)total, sizeof(int)) : NULL;
+	dfs_pos = dfs_color ? weft__calloc((size_t)total, sizeof(int)) : NULL;
+	if (!dfs_pos) {
+		free_scratch();
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int weft_watch_start(const weft_watch_options *o)
+{
+	static const weft_watch_options defaults;
+	if (!o)
+		o = &defaults;
+	if (o->scan_ns < 0 || (o->scan_ns && (o->scan_ns < 1000000 || o->scan_ns > 60000000000)) ||
+	    o->long_wait_ns < -1 || o->cond_wait_ns < -1 || o->profile_sample < 0 ||
+	    o->on_deadlock < WEFT_WATCH_ACTION_REPORT || o->on_deadlock > WEFT_WATCH_ACTION_EXIT ||
+	    o->exit_code < 0 || o->exit_code > 255 || o->json_fd < 0 || o->text_fd < 0 ||
+	    o->shm_fd < 0)
+		return -EINVAL;
+	int expect = ST_STOPPED;
+	if (!atomic_compare_exchange_strong(&state, &expect, ST_BUSY))
+		return -EALREADY;
+	int e = errno;
+	int r = 0;
+	pthread_once(&once, once_init);
+	if (once_err) {
+		r = once_err;
+		goto fail_state;
+	}
+	weft_backtrace_init();
+	cur_pid();
+	if (!priv) {
+		struct rec *t = map_anon(sizeof(struct rec) * PRIV_RECS);
+		if (!t) {
+			r = -ENOMEM;
+			goto fail_state;
+		}
+		__atomic_store_n(&priv, t, __ATOMIC_RELEASE);
+	}
+	if (!prof) {
+		struct prof *p = map_anon(sizeof(struct prof) * PROF_CAP);
+		if (!p) {
+			r = -ENOMEM;
+			goto fail_state;
+		}
+		__atomic_store_n(&prof, p, __ATOMIC_RELEASE);
+	}
+	opts = *o;
+	if (!opts.scan_ns)
+		opts.scan_ns = 100000000;
+	if (!opts.long_wait_ns)
+		opts.long_wait_ns = 10000000000;
+	if (!opts.cond_wait_ns)
+		opts.cond_wait_ns = 60000000000;
+	__atomic_store_n(&slice_ns, WEFT__MAX(SLICE_MIN, WEFT__MIN(SLICE_MAX, opts.scan_ns / 2)),
+	                 __ATOMIC_RELAXED);
+
+	struct shm_hdr *h = NULL;
+	size_t hlen = 0;
+	if (opts.shm_fd > 0) {
+		r = map_shared(opts.shm_fd, &h, &hlen);
+		if (r < 0)
+			goto fail_state;
+	}
+	r = alloc_scratch(PRIV_RECS + (h ? (int)h->slots : 0));
+	if (r < 0)
+		goto fail_shm;
+	if (opts.metrics) {
+		r = add_metrics(opts.metrics);
+		if (r < 0)
+			goto fail_metrics;
+	}
+	if (opts.json_fd > 0 || opts.text_fd > 0) {
+		r = weft_symbolizer_create(&sym);
+		if (r < 0)
+			goto fail_metrics;
+	}
+	if (opts.predict) {
+		r = weft__predict_start();
+		if (r < 0)
+			goto fail_sym;
+	}
+	/* reset the profile: a new session */
+	for (int i = 0; i < PROF_CAP; i++) {
+		struct prof *p = &prof[i];
+		atomic_store_explicit(&p->site, 0, memory_order_relaxed);
+		atomic_store_explicit(&p->lock, 0, memory_order_relaxed);
+		atomic_store_explicit(&p->contended, 0, memory_order_relaxed);
+		atomic_store_explicit(&p->wait_total, 0, memory_order_relaxed);
+		atomic_store_explicit(&p->wait_max, 0, memory_order_relaxed);
+		atomic_store_explicit(&p->hold_samples, 0, memory_order_relaxed);
+		atomic_store_explicit(&p->hold_total, 0, memory_order_relaxed);
+		atomic_store_explicit(&p->hold_max, 0, memory_order_relaxed);
+	}
+	nprev = ncur = 0;
+	m_dropped_seen = atomic_load(&dropped);
+	m_unrecorded_seen = atomic_load(&unrecorded) + atomic_load(&prof_full);
+	if (h) {
+		shm_len = hlen;
+		atomic_fetch_add(&shm_gen, 1);
+		atomic_store(&shm, h);
+		h = NULL;
+	}
+	atomic_store(&dog_stop, 0);
+	atomic_store(&need_restart, 0);
+	r = weft__thread_create(&dog, "weft-watch", dog_main, NULL);
+	if (r < 0)
+		goto fail_predict;
+	dog_valid = 1;
+	__atomic_store_n(&weft__watch_profile_sample, opts.profile_sample, __ATOMIC_RELAXED);
+	__atomic_store_n(&weft__watch_on, 1, __ATOMIC_SEQ_CST);
+	if (opts.predict)
+		__atomic_store_n(&weft__watch_predict_on, 1, __ATOMIC_SEQ_CST);
+	atomic_store(&state, ST_RUNNING);
+	errno = e;
+	return 0;
+
+fail_predict:
+	unmap_shared();
+	if (opts.predict)
+		weft__predict_stop();
+fail_sym:
+	weft_symbolizer_destroy(sym);
+	sym = NULL;
+fail_metrics:
+	remove_metrics();
+	free_scratch();
+fail_shm:
+	if (h)
+		munmap(h, hlen);
+fail_state:
+	atomic_store(&state, ST_STOPPED);
+	errno = e;
+	return r;
+}
+
+void weft_watch_stop(void)
+{
+	int expect = ST_RUNNING;
+	if (!atomic_compare_exchange_strong(&state, &expect, ST_BUSY))
+		return;
+	if (dog_valid && pthread_equal(pthread_self(), dog)) {
+		atomic_store(&state, ST_RUNNING); /* from a report callback: cannot join itself */
+		return;
+	}
+	int e = errno;
+	__atomic_store_n(&weft__watch_predict_on, 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&weft__watch_on, 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&weft__watch_profile_sample, 0, __ATOMIC_RELAXED);
+	atomic_store(&need_restart, 0);
+	if (dog_valid) {
+		atomic_store(&dog_stop, 1);
+		wake_dog();
+		pthread_join(dog, NULL);
+		dog_valid = 0;
+	} else {
+		drain();
+	}
+	if (opts.predict)
+		weft__predict_stop();
+	unmap_shared();
+	weft_symbolizer_destroy(sym);
+	sym = NULL;
+	remove_metrics();
+	free_scratch();
+	memset(&opts, 0, sizeof(opts));
+	atomic_store(&state, ST_STOPPED);
+	errno = e;
+}
+
+int weft_watch_get_counts(weft_watch_counts *ret)
+{
+	if (!ret)
+		return -EINVAL;
+	for (int i = 0; i < WEFT_WATCH_EVENT_COUNT; i++)
+		ret->by_event[i] = atomic_load_explicit(&counts[i], memory_order_relaxed);
+	ret->dropped = atomic_load_explicit(&dropped, memory_order_relaxed);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The profile, read.
+ */
+static int64_t sort_key(const weft_watch_site *s, weft_watch_sort sort)
+{
+	switch (sort) {
+	case WEFT_WATCH_SORT_CONTENDED: return (int64_t)s->contended;
+	case WEFT_WATCH_SORT_HOLD: return s->hold_ns_total;
+	default: return s->wait_ns_total;
+	}
+}
+
+int weft_watch_profile(weft_watch_site *out, int max, weft_watch_sort sort)
+{
+	if (max < 0 || (!out && max > 0) || sort < WEFT_WATCH_SORT_WAIT ||
+	    sort > WEFT_WATCH_SORT_HOLD)
+		return -EINVAL;
+	struct prof *p = __atomic_load_n(&prof, __ATOMIC_ACQUIRE);
+	if (!p || max == 0)
+		return 0;
+	int n = 0;
+	for (int i = 0; i < PROF_CAP; i++) {
+		struct prof *e = &p[i];
+		uintptr_t site = atomic_load_explicit(&e->site, memory_order_acquire);
+		if (!site)
+			continue;
+		weft_watch_site s = {
+		        .site = (void *)site,
+		        .lock = (const void *)atomic_load_explicit(&e->lock, memory_order_relaxed),
+		        .kind = (weft_watch_lock_kind)atomic_load_explicit(&e->kind,
+		                                                           memory_order_relaxed),
+		        .contended = atomic_load_explicit(&e->contended, memory_order_relaxed),
+		        .wait_ns_total = atomic_load_explicit(&e->wait_total, memory_order_relaxed),
+		        .wait_ns_max = atomic_load_explicit(&e->wait_max, memory_order_relaxed),
+		        .hold_samples =
+		                atomic_load_explicit(&e->hold_samples, memory_order_relaxed),
+		        .hold_ns_total = atomic_load_explicit(&e->hold_total, memory_order_relaxed),
+		        .hold_ns_max = atomic_load_explicit(&e->hold_max, memory_order_relaxed),
+		};
+		if (!s.contended && !s.hold_samples && !s.wait_ns_total)
+			continue;
+		int64_t k = sort_key(&s, sort);
+		if (n == max && k <= sort_key(&out[n - 1], sort))
+			continue;
+		int at = n < max ? n++ : n - 1;
+		while (at > 0 && sort_key(&out[at - 1], sort) < k) {
+			out[at] = out[at - 1];
+			at--;
+		}
+		out[at] = s;
+	}
+	return n;
+}
+
+int weft_watch_profile_text(int top, char **ret_text)
+{
+	if (top < 0 || !ret_text)
+		return -EINVAL;
+	if (top == 0)
+		top = 20;
+	if (top > PROF_CAP)
+		top = PROF_CAP;
+	int e = errno;
+	weft_watch_site *s = weft__calloc((size_t)top, sizeof(*s));
+	if (!s) {
+		errno = e;
+		return -ENOMEM;
+	}
+	int n = weft_watch_profile(s, top, WEFT_WATCH_SORT_WAIT);
+	weft_symbolizer *sy = NULL;
+	int r = n > 0 ? weft_symbolizer_create(&sy) : 0;
+	if (r < 0) {
+		free(s);
+		errno = e;
+		return r;
+	}
+	weft__buf b = WEFT__BUF_INIT;
+	weft__buf_printf(&b, "%-8s %10s %12s %12s %10s %12s %12s  %s\n", "kind", "contended",
+	                 "wait_ms", "wait_max_ms", "holds", "hold_avg_us", "hold_max_us", "site");
+	for (int i = 0; i < n; i++) {
+		double avg = s[i].hold_samples
+		                     ? (double)s[i].hold_ns_total / (double)s[i].hold_samples
+		                     : 0;
+		weft__buf_printf(&b,
+		                 "%-8s %10" PRIu64 " %12.3f %12.3f %10" PRIu64 " %12.3f %12.3f  ",
+		                 weft_watch_lock_kind_name(s[i].kind), s[i].contended,
+		                 (double)s[i].wait_ns_total / 1e6, (double)s[i].wait_ns_max / 1e6,
+		                 s[i].hold_samples, avg / 1e3, (double)s[i].hold_ns_max / 1e3);
+		text_frame(&b, sy, s[i].site);
+		weft__buf_putc(&b, '\n');
+	}
+	weft_symbolizer_destroy(sy);
+	free(s);
+	r = weft__buf_finish(&b, ret_text, NULL);
+	errno = e;
+	return r;
+}

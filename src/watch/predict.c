@@ -1,0 +1,1113 @@
+/* predict.c: prediction mode of the lock monitor: lock classes, each thread's held locks, and the
+ * order graph of classes, which reports a lock-order inversion the first time the second order is
+ * taken, before the thread blocks, whether or not the run ever deadlocks (the idea of the Linux
+ * kernel's lockdep, for user-space locks).
+ *
+ * Lock classes. A class is a small integer > 0 standing for a group of locks that play one role.
+ * weft_mutex and weft_rwlock carry theirs (weft__predict_class_named: same name, same class; no
+ * name: the init call's site). A pthread lock's class is its init site (weft__predict_class_init,
+ * so locks initialised at one place share a class, as lockdep's static keys do), remembered per
+ * address; a statically initialised lock gets the class of its first-use site
+ * (weft__predict_class). Two tables, both fixed and mapped by weft__predict_start:
+ *  - keys: open addressing, key -> class, where the key is a site address or (bit 63 set) the
+ *    64-bit FNV-1a hash of a name. Keys are never removed, so insertion is lock-free: a CAS claims
+ *    an empty slot (0 -> key); the winner takes the next class number (fetch_add) and publishes it
+ *    with a release store; a reader that finds the key before the class is there spins until it
+ *    is (the winner is a few instructions away). Out of classes: the slot gets NONE and its locks
+ *    are not tracked (class 0), counted.
+ *  - addrs: open addressing with a bounded probe window (ADDR_PROBE slots), lock address ->
+ *    class. Lookups are lock-free (an acquire load of the address, then the class). Inserts and
+ *    removals (weft__predict_forget, at destroy) change slots under `table_lock` because a removal
+ *    leaves a tombstone that a later insert reuses: two lock-free inserts of one address could
+ *    otherwise land in two slots. A removal also turns trailing tombstones back into empty slots
+ *    (a tombstone followed by an empty slot ends no probe chain), so churn does not clog the table.
+ *    A full window: the lock is not tracked (class 0), counted.
+ *
+ * Held locks. Each thread keeps a fixed list (HELD_MAX) of what it holds: lock, class, mode, site,
+ * flags. Release removes the entry wherever it is (locks are not always released in LIFO order);
+ * nesting beyond the list is counted and not tracked. A global epoch, bumped by each start, resets
+ * lists left over from a previous run of the monitor (their releases were not seen).
+ *
+ * The order graph. An edge A -> B means "a lock of class B was taken while one of class A was
+ * held". It keeps its first occurrence (thread, the two locks, the acquisition's site and stack)
+ * and what makes a cycle through it harmless, narrowed by every later occurrence: its gates (the
+ * classes held at every occurrence besides A and B, up to GATES_MAX) and its read ends (A held in
+ * read mode at every occurrence, B taken in read mode at every occurrence). Edges live in a fixed
+ * array, indexed by a hash of (A, B) for lock-free lookups (the key is published last, with a
+ * release store) and linked into per-class out-lists for the search; both change only under
+ * `graph_lock`. Edges and classes are never removed.
+ *
+ * weft__predict_before, for each held lock H of class A != B (the class being taken):
+ *  1. looks (A, B) up in the thread's direct-mapped edge cache (CACHE_SIZE entries). A hit on an
+ *     edge with nothing to narrow (no gates, no read ends) is done: the common case costs a few
+ *     loads per held lock. An edge that has some is cached with the thread's held signature (a
+ *     sum of one hash per held (class, mode), kept up by after and release, plus the mode being
+ *     taken): a hit under the same signature is done too, since the same held classes and modes
+ *     fit the same edge again (its gates and read ends only shrink). Otherwise the slow path
+ *     checks that this occurrence is at least as gated and as read-only as the edge says.
+ *  2. otherwise looks the edge up in the graph; if it is missing or must be narrowed, takes
+ *     graph_lock, adds or narrows it and, unless the pair was reported, searches a path
+ *     B -> ... -> A (depth-first, at most DFS_DEPTH deep and DFS_VISITS edges). A path closes a
+ *     cycle with this acquisition; the cycle is excused when
+ *      - a gate: some class other than A and B is held now and is a gate of every edge of the
+ *        path (the search carries the set of current gates still common to the path as a mask
+ *        and reports only a path that reaches A with an empty mask);
+ *      - read mode: at some class of the cycle both adjacent edges have their end there in read
+ *        mode (a reader lock held for reading by one side and wanted for reading by the next:
+ *        readers do not block each other);
+ *     The first unexcused path is reported with weft__watch_emit: order[0] is the stored first
+ *     edge of the path (for a two-class cycle, B -> A: its stack is the earlier acquisition),
+ *     order[1] this acquisition with the stack captured now, threads[0] this thread with its held
+ *     locks. The emit happens here, before the caller blocks. The pair is marked reported (both
+ *     edges of a two-class cycle), so a pair is reported once.
+ *  3. stores (A, B) in the cache, flagged when the edge still has gates or read ends.
+ * Not edges: a lock taken while another lock of its own class is held (lockdep's recursive
+ * locking of a class; counted per class in same_class), the same lock held again (recursive
+ * mutexes, nested read locks: the engine reports a self-deadlock), a trylock (weft__predict_after
+ * with WEFT__PREDICT_TRY: it cannot block, so callers do not call before for it; edges out of it
+ * later are normal), the re-lock inside a condition wait (after with WEFT__PREDICT_REACQUIRE,
+ * again without before). The rule for callers: call before only for an acquisition that may
+ * block; call after for every successful acquisition.
+ *
+ * Concurrency and memory orders:
+ *  - `active` (release store by start/stop, acquire load by every hook) says the tables are
+ *    mapped and hooks work; the tables stay mapped for the life of the process, so a hook that is
+ *    running when stop flips it finishes on valid memory.
+ *  - classes: 1. the winner CASes the key into an empty slot (acq_rel); 2. fills the class entry;
+ *    3. stores the class number (release). A reader acquire-loads the class number, so it sees
+ *    the entry. Two claimers of one slot: the CAS decides; the loser reads the winner's key.
+ *  - addrs: writers (under table_lock) store the class, then the address (release); readers
+ *    acquire-load the address, then read the class. A reader racing a removal may get the old
+ *    class of a lock being destroyed: harmless (using a destroyed lock is the caller's bug).
+ *  - edges: built under graph_lock: 1. the record is filled; 2. linked into its class's out-list;
+ *    3. its index stored in the hash slot; 4. the key stored (release). A lock-free reader
+ *    acquire-loads the key and then sees the whole record. Later changes (gates cleared to 0,
+ *    read ends cleared, reported set) are atomics that only ever go one way, so a stale read only
+ *    costs a trip to the slow path.
+ *  - graph_lock and table_lock are raw futex locks (no pthread lock: the preload library wraps
+ *    those); they never nest. weft__watch_emit is called under graph_lock (it never blocks),
+ *    which also guards the one report buffer. A fork in another thread while one is held would
+ *    leave it held in the child: an atfork handler takes both around fork.
+ *  - a per-thread `busy` flag makes the hooks ignore locks taken inside a hook (a stack capture or
+ *    emit that reaches a wrapped lock, or a signal handler).
+ *  - the held list and the cache are the thread's own (TLS): no synchronisation.
+ *
+ * Limits and what prediction cannot see:
+ *  - classes merge by site: all locks initialised at one place (or first used at one place, for
+ *    static initialisers) are one class; an order between two of them is same-class nesting,
+ *    counted and never reported (e.g. hand-over-hand locking of list nodes). Two sites that are
+ *    really one role are two classes, so an inversion needs both orders between the same sites.
+ *  - a pthread lock freed without destroy leaves its address entry: a new lock at that address
+ *    takes the old class unless it is initialised with pthread_*_init.
+ *  - fixed tables: CLASSES_DEFAULT classes, ADDRS_DEFAULT address slots (probe window
+ *    ADDR_PROBE), EDGES_DEFAULT edges, HELD_MAX held locks per thread, GATES_MAX gates per edge
+ *    (a gate set cut to its first GATES_MAX makes fewer excuses, never more); the path search is
+ *    bounded (DFS_DEPTH, DFS_VISITS; a cut search reports nothing and is counted). Overflows are
+ *    counted in weft__predict_get_stats and never crash.
+ *  - gates and read ends are intersected over all occurrences of an edge, but the stack kept is
+ *    the first occurrence's.
+ *  - the read-mode excuse assumes readers do not wait for waiting writers (glibc's default); with
+ *    writer preference a read-read cycle can deadlock and is not reported.
+ *  - semaphores and condition variables are not locks here: a wait for a signal that only a
+ *    thread needing one of your locks can send is not an order prediction sees.
+ *  - held lists are per OS thread: a lock released by another thread than the one that took it
+ *    (a fiber that moved while holding a weft_mutex) leaves a stale entry behind, whose orders
+ *    are wrong until that thread's list is reset (the next start).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "../internal/common.h"
+#include "../internal/watch.h"
+
+enum {
+	CLASSES_DEFAULT = 16384, /* classes (numbers 1 .. cap - 1) */
+	ADDRS_DEFAULT = 1 << 17, /* address slots */
+	EDGES_DEFAULT = 32768,   /* edges (indexes 1 .. cap - 1) */
+	ADDR_PROBE = 64,         /* the address table's probe window */
+	HELD_MAX = 32,           /* held locks per thread */
+	CACHE_SIZE = 128,        /* per-thread edge cache (a power of two) */
+	GATES_MAX = 8,           /* gates kept per edge */
+	G0_MAX = 31,             /* current gates a search tracks (bits of a mask) */
+	DFS_DEPTH = 48,          /* path length searched */
+	DFS_VISITS = 20000,      /* edges a search examines */
+	SPIN_LOCK = 100,         /* spins before a raw lock sleeps */
+};
+
+#define CLS_NONE UINT32_MAX      /* a key slot whose class could not be made */
+#define ADDR_TOMB ((uintptr_t)1) /* a removed address slot */
+#define NAME_BIT (UINT64_C(1) << 63)
+#define CACHE_RELAXED (UINT64_C(1) << 63) /* cached edge has gates or read ends to check */
+#define READ_FROM 1u                      /* the held end was in read mode at every occurrence */
+#define READ_TO 2u                        /* the taken end was in read mode at every occurrence */
+
+/* ---- the mapped tables ---- */
+
+struct lock_class {
+	_Atomic(void *) site; /* init, first-use or naming site (relaxed: see class_for_key) */
+	char name[24];        /* a named class's name (truncated), written before it is published */
+	_Atomic uint32_t self_nested; /* seen taken under its own class (counted once) */
+	uint32_t first_out;           /* graph_lock: first edge out of this class, 0: none */
+	uint32_t stamp_w, stamp_r;    /* graph_lock: search scratch (visited with write/read */
+	uint32_t mask_w, mask_r;      /* entry, and the gate mask then) */
+};
+
+struct key_slot {
+	_Atomic uint64_t key; /* 0: empty */
+	_Atomic uint32_t cls; /* 0: being made; CLS_NONE: none */
+};
+
+struct addr_slot {
+	_Atomic uintptr_t addr; /* 0: empty; ADDR_TOMB: removed */
+	_Atomic uint32_t cls;
+};
+
+struct edge {
+	uint32_t from, to;                 /* classes; immutable once published */
+	uint32_t next_out;                 /* graph_lock: next edge out of `from` */
+	_Atomic uint32_t read_ends;        /* READ_FROM | READ_TO, only ever cleared */
+	_Atomic uint32_t gates[GATES_MAX]; /* classes held at every occurrence; 0: none */
+	_Atomic uint32_t reported;         /* the pair was reported */
+	pid_t tid;                         /* first occurrence: */
+	const void *held, *acquired;
+	void *site;
+	int nstack;
+	void *stack[WEFT_WATCH_MAX_FRAMES];
+};
+
+struct edge_slot {
+	_Atomic uint64_t key; /* (from << 32) | to; 0: empty */
+	_Atomic uint32_t idx;
+};
+
+static struct {
+	_Atomic int active;     /* hooks work (tables mapped and the monitor predicting) */
+	_Atomic int mapped;     /* 0 no, 1 being mapped, 2 yes */
+	_Atomic uint32_t epoch; /* bumped by each start: stale held lists are reset */
+	uint32_t want_classes, want_addrs, want_edges; /* weft__predict_test_caps */
+	void *base;
+	size_t size;
+	uint32_t ncls, key_bits, addr_bits, nedges, edge_bits;
+	struct lock_class *cls;
+	struct key_slot *keys;
+	struct addr_slot *addrs;
+	struct edge *edges;
+	struct edge_slot *eslots;
+	_Atomic uint32_t next_cls, next_edge;
+	_Atomic uint32_t table_lock, graph_lock;
+	bool atfork;
+	uint32_t stamp; /* graph_lock: search number */
+	struct {
+		uint32_t node, next, mask, via; /* via: the edge that led here */
+		bool rd;                        /* entered in read mode */
+	} dfs[DFS_DEPTH];                       /* graph_lock */
+	weft_watch_report report;               /* graph_lock */
+	struct {
+		_Atomic uint64_t classes, class_overflow, addr_overflow, edges, edge_overflow,
+		        held_overflow, same_class, inversions, excused_gate, excused_read,
+		        search_truncated;
+	} st;
+} g;
+
+/* ---- per thread ---- */
+
+struct held {
+	const void *lock;
+	void *site;
+	uint32_t cls;
+	uint8_t mode, flags;
+};
+
+struct cache_entry {
+	uint64_t key; /* an edge key known (| CACHE_RELAXED); 0: empty */
+	uint64_t sig; /* CACHE_RELAXED: the held signature it was checked under */
+};
+
+struct pstate {
+	uint32_t epoch;
+	int n;        /* entries in held */
+	int deep;     /* acquisitions beyond HELD_MAX not released yet */
+	int busy;     /* inside a hook */
+	uint64_t sig; /* sum of held_sig() over held: the multiset of held (class, mode) */
+	struct held held[HELD_MAX];
+	struct cache_entry cache[CACHE_SIZE];
+};
+
+static __thread struct pstate me;
+
+/* ---- helpers ---- */
+
+static inline void count(_Atomic uint64_t *c)
+{
+	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+static inline uint32_t hash_bits(uint64_t x, uint32_t bits)
+{
+	return (uint32_t)((x * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - bits));
+}
+
+static inline uint64_t edge_key(uint32_t from, uint32_t to)
+{
+	return ((uint64_t)from << 32) | to;
+}
+
+/* The top `bits` of a hash of an edge key. Fibonacci hashing of the 64-bit key would spread
+ * `from` (its high half) badly: each half gets a multiplier of its own. */
+static inline uint32_t edge_hash(uint64_t key, uint32_t bits)
+{
+	uint32_t h =
+	        (uint32_t)(key >> 32) * UINT32_C(0x9E3779B1) + (uint32_t)key * UINT32_C(0x85EBCA77);
+	return h >> (32 - bits);
+}
+
+static inline int active(void)
+{
+	return atomic_load_explicit(&g.active, memory_order_acquire);
+}
+
+/* The thread's state, its held list reset if a new run of the monitor began since it was used. */
+static inline struct pstate *self(void)
+{
+	struct pstate *t = &me;
+	uint32_t e = atomic_load_explicit(&g.epoch, memory_order_relaxed);
+	if (weft__unlikely(t->epoch != e)) {
+		t->epoch = e;
+		t->n = 0;
+		t->deep = 0;
+		t->sig = 0;
+	}
+	return t;
+}
+
+/* A held lock's part of the thread's held signature. The signature is a sum (held locks come
+ * and go in any order, and two of one class must not cancel out as with xor); a cached edge that
+ * has gates or read ends is known to fit while the signature (with the mode being taken) is the
+ * one it was checked under: the same held classes and modes give the same answer, and an edge's
+ * gates and read ends only ever shrink. */
+static inline uint64_t held_sig(uint32_t cls, int mode)
+{
+	return ((uint64_t)cls * 2 + (uint64_t)mode + 1) * UINT64_C(0x9E3779B97F4A7C15);
+}
+
+static inline uint64_t taking_sig(const struct pstate *t, int mode)
+{
+	return t->sig + (mode == 1 ? UINT64_C(0xD6E8FEB86659FD93) : 0);
+}
+
+/* Raw lock: 0 free, 1 locked, 2 locked with sleepers. Acquire on taking, release on giving. The
+ * futex calls go through syscall(), which may set errno: saved around them. */
+static void raw_lock(_Atomic uint32_t *l)
+{
+	uint32_t c = 0;
+	if (atomic_compare_exchange_strong_explicit(l, &c, 1, memory_order_acquire,
+	                                            memory_order_relaxed))
+		return;
+	for (int i = 0; i < SPIN_LOCK; i++) {
+		weft__cpu_relax();
+		c = 0;
+		if (atomic_load_explicit(l, memory_order_relaxed) == 0 &&
+		    atomic_compare_exchange_strong_explicit(l, &c, 1, memory_order_acquire,
+		                                            memory_order_relaxed))
+			return;
+	}
+	int saved = errno;
+	while (atomic_exchange_explicit(l, 2, memory_order_acquire) != 0)
+		syscall(SYS_futex, l, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+	errno = saved;
+}
+
+static void raw_unlock(_Atomic uint32_t *l)
+{
+	if (atomic_exchange_explicit(l, 0, memory_order_release) == 2) {
+		int saved = errno;
+		syscall(SYS_futex, l, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+		errno = saved;
+	}
+}
+
+/* fork: hold both locks across it so the child never inherits one held by a thread it lost. */
+static void fork_prepare(void)
+{
+	raw_lock(&g.graph_lock);
+	raw_lock(&g.table_lock);
+}
+
+static void fork_parent(void)
+{
+	raw_unlock(&g.table_lock);
+	raw_unlock(&g.graph_lock);
+}
+
+static void fork_child(void)
+{
+	atomic_store_explicit(&g.table_lock, 0, memory_order_relaxed);
+	atomic_store_explicit(&g.graph_lock, 0, memory_order_relaxed);
+}
+
+static uint32_t pow2_bits(uint32_t n)
+{
+	uint32_t b = 4;
+	while ((UINT32_C(1) << b) < n && b < 30)
+		b++;
+	return b;
+}
+
+static size_t align_up(size_t n)
+{
+	return (n + 63) & ~(size_t)63;
+}
+
+/* Map every table once (called by start; the tables then stay for the life of the process). */
+static int map_tables(void)
+{
+	int s = 0;
+	if (atomic_compare_exchange_strong(&g.mapped, &s, 1)) {
+		uint32_t ncls = g.want_classes ? g.want_classes : CLASSES_DEFAULT;
+		uint32_t naddr = g.want_addrs ? g.want_addrs : ADDRS_DEFAULT;
+		uint32_t nedge = g.want_edges ? g.want_edges : EDGES_DEFAULT;
+		ncls = WEFT__MAX(ncls, 2u);
+		nedge = WEFT__MAX(nedge, 2u);
+		uint32_t key_bits = pow2_bits(2 * ncls), addr_bits = pow2_bits(naddr);
+		uint32_t edge_bits = pow2_bits(2 * nedge);
+		size_t o_cls = 0;
+		size_t o_keys = o_cls + align_up(ncls * sizeof(struct lock_class));
+		size_t o_addrs =
+		        o_keys + align_up(((size_t)1 << key_bits) * sizeof(struct key_slot));
+		size_t o_edges =
+		        o_addrs + align_up(((size_t)1 << addr_bits) * sizeof(struct addr_slot));
+		size_t o_eslots = o_edges + align_up(nedge * sizeof(struct edge));
+		size_t size =
+		        o_eslots + align_up(((size_t)1 << edge_bits) * sizeof(struct edge_slot));
+		int saved = errno;
+		char *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		errno = saved;
+		if (p == MAP_FAILED) {
+			atomic_store(&g.mapped, 0);
+			return -ENOMEM;
+		}
+		g.base = p;
+		g.size = size;
+		g.ncls = ncls;
+		g.key_bits = key_bits;
+		g.addr_bits = addr_bits;
+		g.nedges = nedge;
+		g.edge_bits = edge_bits;
+		g.cls = (struct lock_class *)(p + o_cls);
+		g.keys = (struct key_slot *)(p + o_keys);
+		g.addrs = (struct addr_slot *)(p + o_addrs);
+		g.edges = (struct edge *)(p + o_edges);
+		g.eslots = (struct edge_slot *)(p + o_eslots);
+		atomic_store(&g.next_cls, 1);
+		atomic_store(&g.next_edge, 1);
+		if (!g.atfork) {
+			/* pthread_atfork only fails for lack of memory: then fork while a raw lock
+			 * is held can leave it held in the child, the risk it guards against. */
+			g.atfork = pthread_atfork(fork_prepare, fork_parent, fork_child) == 0;
+		}
+		atomic_store_explicit(&g.mapped, 2, memory_order_release);
+		return 0;
+	}
+	while (atomic_load_explicit(&g.mapped, memory_order_acquire) == 1)
+		sched_yield();
+	return atomic_load_explicit(&g.mapped, memory_order_acquire) == 2 ? 0 : -ENOMEM;
+}
+
+static inline bool mapped(void)
+{
+	return atomic_load_explicit(&g.mapped, memory_order_acquire) == 2;
+}
+
+/* ---- classes ---- */
+
+static uint32_t wait_class(struct key_slot *s)
+{
+	uint32_t c;
+	for (int i = 0; (c = atomic_load_explicit(&s->cls, memory_order_acquire)) == 0; i++) {
+		if (i < 1000)
+			weft__cpu_relax();
+		else
+			sched_yield();
+	}
+	return c == CLS_NONE ? 0 : c;
+}
+
+/* The class for `key`, made on first sight (lock-free; see the head comment). 0: no room. */
+static uint32_t class_for_key(uint64_t key, void *site, const char *name)
+{
+	uint32_t mask = (UINT32_C(1) << g.key_bits) - 1;
+	uint32_t i = hash_bits(key, g.key_bits);
+	for (uint32_t probes = 0; probes <= mask; probes++, i = (i + 1) & mask) {
+		struct key_slot *s = &g.keys[i];
+		uint64_t k = atomic_load_explicit(&s->key, memory_order_acquire);
+		if (k == 0) {
+			if (!atomic_compare_exchange_strong_explicit(
+			            &s->key, &k, key, memory_order_acq_rel, memory_order_acquire)) {
+				if (k == key)
+					return wait_class(s);
+				continue; /* another key took it */
+			}
+			uint32_t c =
+			        atomic_fetch_add_explicit(&g.next_cls, 1, memory_order_relaxed);
+			if (c >= g.ncls) {
+				count(&g.st.class_overflow);
+				atomic_store_explicit(&s->cls, CLS_NONE, memory_order_release);
+				return 0;
+			}
+			/* relaxed: a thread that learnt the number without our release (weft_mutex
+			 * caches it in the lock with relaxed stores) may read it early and see NULL
+			 */
+			atomic_store_explicit(&g.cls[c].site, site, memory_order_relaxed);
+			if (name) {
+				size_t len = strnlen(name, sizeof(g.cls[c].name) - 1);
+				memcpy(g.cls[c].name, name, len);
+				g.cls[c].name[len] = '\0';
+			}
+			count(&g.st.classes);
+			atomic_store_explicit(&s->cls, c, memory_order_release);
+			return c;
+		}
+		if (k == key)
+			return wait_class(s);
+	}
+	count(&g.st.class_overflow);
+	return 0;
+}
+
+static uint64_t site_key(void *site)
+{
+	return site ? ((uintptr_t)site & ~NAME_BIT) : 2;
+}
+
+uint32_t weft__predict_class_named(const char *name, void *site)
+{
+	if (!mapped())
+		return 0;
+	if (!name)
+		return class_for_key(site_key(site), site, NULL);
+	uint64_t h = UINT64_C(0xcbf29ce484222325); /* FNV-1a 64 */
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * UINT64_C(0x100000001b3);
+	return class_for_key(h | NAME_BIT, site, name);
+}
+
+const char *weft__predict_class_name(uint32_t cls)
+{
+	if (!mapped() || cls == 0 || cls >= g.ncls ||
+	    cls >= atomic_load_explicit(&g.next_cls, memory_order_acquire))
+		return "";
+	return g.cls[cls].name;
+}
+
+void *weft__predict_class_site(uint32_t cls)
+{
+	if (!mapped() || cls == 0 || cls >= g.ncls ||
+	    cls >= atomic_load_explicit(&g.next_cls, memory_order_acquire))
+		return NULL;
+	return atomic_load_explicit(&g.cls[cls].site, memory_order_relaxed);
+}
+
+/* ---- lock addresses ---- */
+
+static inline uint32_t addr_home(const void *lock)
+{
+	return hash_bits((uintptr_t)lock >> 3, g.addr_bits);
+}
+
+static uint32_t addr_lookup(const void *lock)
+{
+	uint32_t mask = (UINT32_C(1) << g.addr_bits) - 1, i = addr_home(lock);
+	for (int n = 0; n < ADDR_PROBE; n++, i = (i + 1) & mask) {
+		uintptr_t a = atomic_load_explicit(&g.addrs[i].addr, memory_order_acquire);
+		if (a == (uintptr_t)lock)
+			return atomic_load_explicit(&g.addrs[i].cls, memory_order_relaxed);
+		if (a == 0)
+			return 0;
+	}
+	return 0;
+}
+
+/* Under table_lock: lock -> cls (replace: a new init at a known address takes the new class).
+ * Returns the class now stored, 0 when the window is full. */
+static uint32_t addr_insert(const void *lock, uint32_t cls, bool replace)
+{
+	uint32_t mask = (UINT32_C(1) << g.addr_bits) - 1, i = addr_home(lock);
+	struct addr_slot *free_slot = NULL;
+	for (int n = 0; n < ADDR_PROBE; n++, i = (i + 1) & mask) {
+		struct addr_slot *s = &g.addrs[i];
+		uintptr_t a = atomic_load_explicit(&s->addr, memory_order_relaxed);
+		if (a == (uintptr_t)lock) {
+			if (replace)
+				atomic_store_explicit(&s->cls, cls, memory_order_relaxed);
+			return atomic_load_explicit(&s->cls, memory_order_relaxed);
+		}
+		if (a == ADDR_TOMB && !free_slot)
+			free_slot = s;
+		if (a == 0) {
+			if (!free_slot)
+				free_slot = s;
+			break;
+		}
+	}
+	if (!free_slot) {
+		count(&g.st.addr_overflow);
+		return 0;
+	}
+	atomic_store_explicit(&free_slot->cls, cls, memory_order_relaxed);
+	atomic_store_explicit(&free_slot->addr, (uintptr_t)lock, memory_order_release);
+	return cls;
+}
+
+void weft__predict_class_init(const void *lock, void *site)
+{
+	if (!mapped() || !lock)
+		return;
+	uint32_t c = class_for_key(site_key(site), site, NULL);
+	if (!c)
+		return;
+	raw_lock(&g.table_lock);
+	addr_insert(lock, c, true);
+	raw_unlock(&g.table_lock);
+}
+
+uint32_t weft__predict_class(const void *lock, void *site)
+{
+	if (!mapped() || !lock)
+		return 0;
+	uint32_t c = addr_lookup(lock);
+	if (weft__likely(c))
+		return c;
+	c = class_for_key(site_key(site), site, NULL);
+	if (!c)
+		return 0;
+	raw_lock(&g.table_lock);
+	c = addr_insert(lock, c, false); /* a racing first use may have stored its own: keep it */
+	raw_unlock(&g.table_lock);
+	return c;
+}
+
+void weft__predict_forget(const void *lock)
+{
+	if (!mapped() || !lock)
+		return;
+	uint32_t mask = (UINT32_C(1) << g.addr_bits) - 1, i = addr_home(lock);
+	raw_lock(&g.table_lock);
+	for (int n = 0; n < ADDR_PROBE; n++, i = (i + 1) & mask) {
+		uintptr_t a = atomic_load_explicit(&g.addrs[i].addr, memory_order_relaxed);
+		if (a == 0)
+			break;
+		if (a != (uintptr_t)lock)
+			continue;
+		atomic_store_explicit(&g.addrs[i].addr, ADDR_TOMB, memory_order_relaxed);
+		/* A tombstone followed by an empty slot is inside no probe chain: empty it, and the
+		 * tombstones before it in turn. */
+		uint32_t j = i;
+		while (atomic_load_explicit(&g.addrs[j].addr, memory_order_relaxed) == ADDR_TOMB &&
+		       atomic_load_explicit(&g.addrs[(j + 1) & mask].addr, memory_order_relaxed) ==
+		               0) {
+			atomic_store_explicit(&g.addrs[j].addr, 0, memory_order_relaxed);
+			j = (j - 1) & mask;
+		}
+		break;
+	}
+	raw_unlock(&g.table_lock);
+}
+
+/* ---- the order graph ---- */
+
+static uint32_t edge_find(uint64_t key)
+{
+	uint32_t mask = (UINT32_C(1) << g.edge_bits) - 1, i = edge_hash(key, g.edge_bits);
+	for (uint32_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
+		uint64_t k = atomic_load_explicit(&g.eslots[i].key, memory_order_acquire);
+		if (k == key)
+			return atomic_load_explicit(&g.eslots[i].idx, memory_order_relaxed);
+		if (k == 0)
+			return 0;
+	}
+	return 0;
+}
+
+static bool edge_relaxed(struct edge *e)
+{
+	if (atomic_load_explicit(&e->read_ends, memory_order_relaxed))
+		return true;
+	for (int i = 0; i < GATES_MAX; i++)
+		if (atomic_load_explicit(&e->gates[i], memory_order_relaxed))
+			return true;
+	return false;
+}
+
+static bool holds_class(const struct pstate *t, uint32_t cls)
+{
+	for (int i = 0; i < t->n; i++)
+		if (t->held[i].cls == cls)
+			return true;
+	return false;
+}
+
+/* This occurrence (held entry h, taking in `mode`) is at least as gated and read-only as every
+ * earlier one: nothing to narrow. */
+static bool occurrence_fits(const struct pstate *t, struct edge *e, const struct held *h, int mode)
+{
+	uint32_t ends = atomic_load_explicit(&e->read_ends, memory_order_relaxed);
+	if ((ends & READ_FROM) && h->mode != 1)
+		return false;
+	if ((ends & READ_TO) && mode != 1)
+		return false;
+	for (int i = 0; i < GATES_MAX; i++) {
+		uint32_t c = atomic_load_explicit(&e->gates[i], memory_order_relaxed);
+		if (c && !holds_class(t, c))
+			return false;
+	}
+	return true;
+}
+
+/* Under graph_lock: a new edge from -> to with this occurrence. 0: the table is full. */
+static uint32_t edge_add(uint64_t key, const struct held *h, const void *lock, uint32_t to,
+                         int mode, void *site, const uint32_t *g0, int ng0, void *const *frames,
+                         int nframes)
+{
+	uint32_t idx = atomic_load_explicit(&g.next_edge, memory_order_relaxed);
+	if (idx >= g.nedges) {
+		count(&g.st.edge_overflow);
+		return 0;
+	}
+	struct edge *e = &g.edges[idx];
+	e->from = h->cls;
+	e->to = to;
+	atomic_store_explicit(&e->read_ends,
+	                      (h->mode == 1 ? READ_FROM : 0) | (mode == 1 ? READ_TO : 0),
+	                      memory_order_relaxed);
+	for (int i = 0; i < GATES_MAX; i++)
+		atomic_store_explicit(&e->gates[i], i < ng0 ? g0[i] : 0, memory_order_relaxed);
+	atomic_store_explicit(&e->reported, 0, memory_order_relaxed);
+	e->tid = weft__watch_tid();
+	e->held = h->lock;
+	e->acquired = lock;
+	e->site = site;
+	e->nstack = WEFT__MAX(nframes, 0);
+	if (e->nstack)
+		memcpy(e->stack, frames, (size_t)e->nstack * sizeof(void *));
+	e->next_out = g.cls[e->from].first_out;
+	g.cls[e->from].first_out = idx;
+	atomic_store_explicit(&g.next_edge, idx + 1, memory_order_relaxed);
+	uint32_t mask = (UINT32_C(1) << g.edge_bits) - 1, i = edge_hash(key, g.edge_bits);
+	while (atomic_load_explicit(&g.eslots[i].key, memory_order_relaxed) != 0)
+		i = (i + 1) & mask; /* at most half full: an empty slot is near */
+	atomic_store_explicit(&g.eslots[i].idx, idx, memory_order_relaxed);
+	atomic_store_explicit(&g.eslots[i].key, key, memory_order_release);
+	count(&g.st.edges);
+	return idx;
+}
+
+/* Under graph_lock: narrow an existing edge by this occurrence. True if anything changed. */
+static bool edge_narrow(struct edge *e, const struct pstate *t, const struct held *h, int mode)
+{
+	bool changed = false;
+	uint32_t ends = atomic_load_explicit(&e->read_ends, memory_order_relaxed), keep = ends;
+	if (h->mode != 1)
+		keep &= ~READ_FROM;
+	if (mode != 1)
+		keep &= ~READ_TO;
+	if (keep != ends) {
+		atomic_store_explicit(&e->read_ends, keep, memory_order_relaxed);
+		changed = true;
+	}
+	for (int i = 0; i < GATES_MAX; i++) {
+		uint32_t c = atomic_load_explicit(&e->gates[i], memory_order_relaxed);
+		if (c && !holds_class(t, c)) {
+			atomic_store_explicit(&e->gates[i], 0, memory_order_relaxed);
+			changed = true;
+		}
+	}
+	return changed;
+}
+
+/* The bits of the current gates g0[0..ng0) that are gates of e. */
+static uint32_t edge_gate_mask(struct edge *e, const uint32_t *g0, int ng0)
+{
+	uint32_t m = 0;
+	for (int i = 0; i < GATES_MAX; i++) {
+		uint32_t c = atomic_load_explicit(&e->gates[i], memory_order_relaxed);
+		if (!c)
+			continue;
+		for (int j = 0; j < ng0; j++)
+			if (g0[j] == c)
+				m |= UINT32_C(1) << j;
+	}
+	return m;
+}
+
+/* Visit `node` entered with gate mask m (in read mode if rd), unless an earlier visit in this
+ * search dominates it (entered in write mode, or in the same mode, with a subset of the mask:
+ * whatever this visit could reach unexcused, that one could too). */
+static bool visit(uint32_t node, uint32_t m, bool rd)
+{
+	struct lock_class *c = &g.cls[node];
+	if (c->stamp_w == g.stamp && (c->mask_w & ~m) == 0)
+		return false;
+	if (rd && c->stamp_r == g.stamp && (c->mask_r & ~m) == 0)
+		return false;
+	if (rd) {
+		c->stamp_r = g.stamp;
+		c->mask_r = m;
+	} else {
+		c->stamp_w = g.stamp;
+		c->mask_w = m;
+	}
+	return true;
+}
+
+/* Under graph_lock: a path b -> ... -> a that closes an unexcused cycle with the acquisition of b
+ * (mode b_mode) while a is held (mode a_mode) and the classes g0[0..ng0) are held too. Returns the
+ * first edge of the path, 0 if none; counts excuses and cut searches. */
+static uint32_t search(uint32_t a, uint32_t b, int a_mode, int b_mode, const uint32_t *g0, int ng0)
+{
+	if (++g.stamp == 0) { /* wrapped: clear the scratch so no old stamp matches */
+		for (uint32_t i = 0; i < g.ncls; i++)
+			g.cls[i].stamp_w = g.cls[i].stamp_r = 0;
+		g.stamp = 1;
+	}
+	uint32_t full = ng0 ? (UINT32_MAX >> (32 - ng0)) : 0;
+	bool gated = false, read = false, cut = false;
+	int depth = 1, visits = 0;
+	g.dfs[0].node = b;
+	g.dfs[0].next = g.cls[b].first_out;
+	g.dfs[0].mask = full;
+	g.dfs[0].rd = b_mode == 1;
+	g.dfs[0].via = 0;
+	visit(b, full, b_mode == 1);
+	uint32_t found = 0;
+	while (depth > 0 && !found) {
+		__typeof__(g.dfs[0]) *f = &g.dfs[depth - 1];
+		uint32_t ei = f->next;
+		if (!ei) {
+			depth--;
+			continue;
+		}
+		struct edge *e = &g.edges[ei];
+		f->next = e->next_out;
+		if (++visits > DFS_VISITS) {
+			cut = true;
+			break;
+		}
+		uint32_t ends = atomic_load_explicit(&e->read_ends, memory_order_relaxed);
+		if (f->rd && (ends & READ_FROM)) {
+			read = true; /* read mode on both sides of f->node */
+			continue;
+		}
+		uint32_t m = f->mask & edge_gate_mask(e, g0, ng0);
+		if (e->to == a) {
+			if (m)
+				gated = true;
+			else if ((ends & READ_TO) && a_mode == 1)
+				read = true;
+			else
+				found = depth == 1 ? ei : g.dfs[1].via;
+			continue;
+		}
+		bool rd = (ends & READ_TO) != 0;
+		if (!visit(e->to, m, rd))
+			continue;
+		if (depth == DFS_DEPTH) {
+			cut = true;
+			continue;
+		}
+		__typeof__(g.dfs[0]) *n = &g.dfs[depth++];
+		n->node = e->to;
+		n->next = g.cls[e->to].first_out;
+		n->mask = m;
+		n->rd = rd;
+		n->via = ei;
+	}
+	if (!found) {
+		if (cut)
+			count(&g.st.search_truncated);
+		if (gated)
+			count(&g.st.excused_gate);
+		if (read)
+			count(&g.st.excused_read);
+	}
+	return found;
+}
+
+static void fill_order(weft_watch_order *o, pid_t tid, const void *held, const void *acquired,
+                       uint32_t from, uint32_t to, void *const *frames, int nframes)
+{
+	o->tid = tid;
+	o->held = held;
+	o->acquired = acquired;
+	o->held_class_site = atomic_load_explicit(&g.cls[from].site, memory_order_relaxed);
+	o->acquired_class_site = atomic_load_explicit(&g.cls[to].site, memory_order_relaxed);
+	memcpy(o->held_class_name, g.cls[from].name, sizeof(o->held_class_name));
+	memcpy(o->acquired_class_name, g.cls[to].name, sizeof(o->acquired_class_name));
+	o->nstack = WEFT__MIN(nframes, WEFT_WATCH_MAX_FRAMES);
+	if (o->nstack > 0)
+		memcpy(o->stack, frames, (size_t)o->nstack * sizeof(void *));
+	else
+		o->nstack = 0;
+}
+
+/* Under graph_lock: report the cycle closed by edge ei (this acquisition) with the path starting
+ * at edge first. */
+static void report(const struct pstate *t, const struct held *h, uint32_t ei, uint32_t first,
+                   const void *lock, void *site, void *const *frames, int nframes)
+{
+	struct edge *e = &g.edges[ei], *p = &g.edges[first];
+	weft_watch_report *r = &g.report;
+	memset(r, 0, sizeof(*r));
+	r->event = WEFT_WATCH_INVERSION;
+	r->nthreads = 1;
+	weft_watch_thread *th = &r->threads[0];
+	int saved = errno;
+	th->pid = getpid();
+	char name[16] = "";
+	if (prctl(PR_GET_NAME, name) == 0) {
+		name[15] = 0;
+		memcpy(th->name, name, sizeof(th->name));
+	}
+	errno = saved;
+	th->tid = weft__watch_tid();
+	th->waits_for = lock; /* about to be taken; wait_kind 0: it has not waited */
+	th->wait_site = site;
+	for (int i = 0; i < t->n && th->nholds < WEFT_WATCH_MAX_HOLDS; i++)
+		th->holds[th->nholds++] = t->held[i].lock;
+	th->nstack = WEFT__MIN(nframes, WEFT_WATCH_MAX_FRAMES);
+	if (th->nstack > 0)
+		memcpy(th->stack, frames, (size_t)th->nstack * sizeof(void *));
+	else
+		th->nstack = 0;
+	fill_order(&r->order[0], p->tid, p->held, p->acquired, p->from, p->to, p->stack, p->nstack);
+	fill_order(&r->order[1], th->tid, h->lock, lock, e->from, e->to, frames, nframes);
+	atomic_store_explicit(&e->reported, 1, memory_order_relaxed);
+	if (p->to == e->from) /* a two-class cycle: the reverse edge is the same pair */
+		atomic_store_explicit(&p->reported, 1, memory_order_relaxed);
+	count(&g.st.inversions);
+	weft__watch_emit(r);
+}
+
+/* The held classes other than a and b, without repeats (the gates of this occurrence). */
+static int current_gates(const struct pstate *t, uint32_t a, uint32_t b, uint32_t *g0)
+{
+	int n = 0;
+	for (int i = 0; i < t->n && n < G0_MAX; i++) {
+		uint32_t c = t->held[i].cls;
+		if (c == 0 || c == a || c == b || c >= g.ncls)
+			continue;
+		bool dup = false;
+		for (int j = 0; j < n && !dup; j++)
+			dup = g0[j] == c;
+		if (!dup)
+			g0[n++] = c;
+	}
+	return n;
+}
+
+static inline uint32_t cache_slot(uint64_t key)
+{
+	return edge_hash(key, 7); /* CACHE_SIZE == 1 << 7 */
+}
+_Static_assert(CACHE_SIZE == 1 << 7, "cache_slot's bits");
+
+static void note_self_nesting(uint32_t cls)
+{
+	struct lock_class *c = &g.cls[cls];
+	if (!atomic_load_explicit(&c->self_nested, memory_order_relaxed) &&
+	    !atomic_exchange_explicit(&c->self_nested, 1, memory_order_relaxed))
+		count(&g.st.same_class);
+}
+
+/* The slow part of before, from held entry i0 on: cache misses and edges to narrow. */
+static __attribute__((noinline)) void before_slow(struct pstate *t, int i0, const void *lock,
+                                                  uint32_t cls, int mode, void *site)
+{
+	void *frames[WEFT_WATCH_MAX_FRAMES];
+	int nframes = -1; /* not captured yet */
+	uint32_t g0[G0_MAX];
+	uint64_t sig = taking_sig(t, mode);
+	t->busy = 1;
+	for (int i = i0; i < t->n; i++) {
+		const struct held *h = &t->held[i];
+		uint32_t hc = h->cls;
+		if (hc == 0 || hc >= g.ncls || h->lock == lock)
+			continue;
+		uint64_t key = edge_key(hc, cls);
+		struct cache_entry *ce = &t->cache[cache_slot(key)];
+		if (hc == cls) {
+			note_self_nesting(cls);
+			ce->key = key; /* (cls, cls) is never an edge: the cache just skips it */
+			continue;
+		}
+		if (ce->key == key || (ce->key == (key | CACHE_RELAXED) && ce->sig == sig))
+			continue;
+		uint32_t ei = edge_find(key);
+		if (ei && occurrence_fits(t, &g.edges[ei], h, mode)) {
+			ce->key = key | (edge_relaxed(&g.edges[ei]) ? CACHE_RELAXED : 0);
+			ce->sig = sig;
+			continue;
+		}
+		/* a new order, or one this occurrence narrows */
+		if (!ei && nframes < 0)
+			nframes = weft__watch_stack(frames, WEFT_WATCH_MAX_FRAMES, 2, site);
+		int ng0 = current_gates(t, hc, cls, g0);
+		raw_lock(&g.graph_lock);
+		bool check;
+		ei = edge_find(key); /* another thread may have added it meanwhile */
+		if (!ei) {
+			ei = edge_add(key, h, lock, cls, mode, site, g0, ng0, frames, nframes);
+			check = ei != 0;
+		} else {
+			check = edge_narrow(&g.edges[ei], t, h, mode);
+		}
+		if (check && !atomic_load_explicit(&g.edges[ei].reported, memory_order_relaxed)) {
+			uint32_t first = search(hc, cls, h->mode, mode, g0, ng0);
+			if (first) {
+				if (nframes < 0)
+					nframes = weft__watch_stack(frames, WEFT_WATCH_MAX_FRAMES,
+					                            2, site);
+				report(t, h, ei, first, lock, site, frames, nframes);
+			}
+		}
+		ce->key = key | (ei && edge_relaxed(&g.edges[ei]) ? CACHE_RELAXED : 0);
+		ce->sig = sig;
+		raw_unlock(&g.graph_lock);
+	}
+	t->busy = 0;
+}
+
+/* ---- the hooks ---- */
+
+void weft__predict_before(const void *lock, uint32_t cls, int mode, void *site)
+{
+	if (!active())
+		return;
+	struct pstate *t = self();
+	if (t->busy || cls == 0 || cls >= g.ncls)
+		return;
+	uint64_t sig = taking_sig(t, mode);
+	for (int i = 0; i < t->n; i++) {
+		uint32_t hc = t->held[i].cls;
+		uint64_t key = edge_key(hc, cls);
+		const struct cache_entry *ce = &t->cache[cache_slot(key)];
+		if (weft__likely(ce->key == key))
+			continue; /* a known order with nothing to narrow, or known same-class */
+		if (ce->key == (key | CACHE_RELAXED) && ce->sig == sig)
+			continue; /* known to fit under these held locks */
+		if (hc == 0)
+			continue; /* an untracked lock */
+		before_slow(t, i, lock, cls, mode, site);
+		/* no tail call: the stack captured in before_slow skips this frame */
+		__asm__ volatile("" ::: "memory");
+		return;
+	}
+}
+
+void weft__predict_after(const void *lock, uint32_t cls, int mode, unsigned flags, void *site)
+{
+	if (!active())
+		return;
+	struct pstate *t = self();
+	if (t->busy)
+		return;
+	if (weft__unlikely(t->n == HELD_MAX)) {
+		t->deep++;
+		count(&g.st.held_overflow);
+		return;
+	}
+	struct held *h = &t->held[t->n++];
+	h->lock = lock;
+	h->site = site;
+	h->cls = cls < g.ncls ? cls : 0;
+	h->mode = mode == 1;
+	h->flags = (uint8_t)flags;
+	t->sig += held_sig(h->cls, h->mode);
+}
+
+void weft__predict_release(const void *lock)
+{
+	if (!active())
+		return;
+	struct pstate *t = self();
+	if (t->busy)
+		return;
+	for (int i = t->n - 1; i >= 0; i--) {
+		if (t->held[i].lock == lock) {
+			t->sig -= held_sig(t->held[i].cls, t->held[i].mode);
+			for (int j = i + 1; j < t->n; j++)
+				t->held[j - 1] = t->held[j];
+			t->n--;
+			return;
+		}
+	}
+	if (t->deep > 0)
+		t->deep--; /* one of the untracked ones, presumably */
+}
+
+int weft__predict_held(const void **locks, int max)
+{
+	if (!active() || !locks || max <= 0)
+		return 0;
+	struct pstate *t = self();
+	int n = WEFT__MIN(t->n, max);
+	for (int i = 0; i < n; i++)
+		locks[i] = t->held[i].lock;
+	return n;
+}
+
+int weft__predict_start(void)
+{
+	int r = map_tables();
+	if (r < 0)
+		return r;
+	if (!atomic_load_explicit(&g.active, memory_order_relaxed)) {
+		atomic_fetch_add_explicit(&g.epoch, 1, memory_order_relaxed);
+		atomic_store_explicit(&g.active, 1, memory_order_release);
+	}
+	return 0;
+}
+
+void weft__predict_stop(void)
+{
+	/* The tables stay mapped: a thread inside a hook finishes on valid memory, and classes
+	 * stored in weft_mutex and weft_rwlock objects stay meaningful for a later start. */
+	atomic_store_explicit(&g.active, 0, memory_order_release);
+}
+
+void weft__predict_get_stats(struct weft__predict_stats *ret)
+{
+	if (!ret)
+		return;
+	ret->classes = atomic_load(&g.st.classes);
+	ret->class_overflow = atomic_load(&g.st.class_overflow);
+	ret->addr_overflow = atomic_load(&g.st.addr_overflow);
+	ret->edges = atomic_load(&g.st.edges);
+	ret->edge_overflow = atomic_load(&g.st.edge_overflow);
+	ret->held_overflow = atomic_load(&g.st.held_overflow);
+	ret->same_class = atomic_load(&g.st.same_class);
+	ret->inversions = atomic_load(&g.st.inversions);
+	ret->excused_gate = atomic_load(&g.st.excused_gate);
+	ret->excused_read = atomic_load(&g.st.excused_read);
+	ret->search_truncated = atomic_load(&g.st.search_truncated);
+}
+
+void weft__predict_test_caps(uint32_t classes, uint32_t addrs, uint32_t edges)
+{
+	if (mapped())
+		return;
+	g.want_classes = classes;
+	g.want_addrs = addrs;
+	g.want_edges = edges;
+}
