@@ -49,3 +49,22 @@ TEST_TIMEOUT(fiber_pipeline_sums_and_its_deadline_cancels_it, 60)
 	ASSERT_CONTAINS(out, " fibers stopped with ECANCELED");
 	free(out);
 }
+
+TEST_TIMEOUT(watch_bank_finds_the_inversion_and_not_after_the_fix, 60)
+{
+	char *out;
+	ASSERT_EQ(run_example("watch-bank", NULL, NULL, &out), 0);
+	/* run 1: reported, with both orders' classes named and the code's own function */
+	ASSERT_CONTAINS(out, "weft watch: inversion: two locks taken in both orders");
+	ASSERT_CONTAINS(out, "first order: thread ");
+	ASSERT_CONTAINS(out, "(class \"account-");
+	ASSERT_CONTAINS(out, "teller");
+	ASSERT_CONTAINS(out,
+	                "run 1 (locked from, then to): 4 threads, total 8000 (expected 8000), ");
+	/* run 2: the fix, silent */
+	ASSERT_CONTAINS(out,
+	                "run 2 (pair locked in address order): 4 threads, total 8000 (expected "
+	                "8000), 0 reports");
+	ASSERT_CONTAINS(out, "the inversion was found in run 1 and is gone in run 2");
+	free(out);
+}
