@@ -39,10 +39,9 @@ typedef struct weft__stack {
 	size_t map_size;
 	char *lo, *hi;
 	bool guarded;
-	bool mapped;                   /* mmap'd (guarded), else weft__malloc'd */
-	unsigned vg_id;                /* valgrind's stack id */
-	void *tsan_fiber;              /* TSan's state for the fibers that use it, reused */
-	struct weft__stack *next_free; /* in a cache */
+	bool mapped;      /* mmap'd (guarded), else weft__malloc'd */
+	unsigned vg_id;   /* valgrind's stack id */
+	void *tsan_fiber; /* TSan's state for the fibers that use it, reused */
 } weft__stack;
 
 struct weft__fiber {
@@ -54,7 +53,8 @@ struct weft__fiber {
 	int wake_result;            /* written by the claim's winner before the ready */
 	_Atomic int cancelled;      /* the scope was cancelled: every wait returns -ECANCELED */
 	_Atomic int nocancel;       /* the current wait ignores cancellation */
-	weft__fiber *next;          /* run queues' intrusive links (injection queue, inbox) */
+	weft__fiber *next;          /* run queues' intrusive links (injection queue, inbox); a
+	                               stack cache's list once it is dead (stack.c) */
 	worker *home;               /* pinned: the worker it stays on once it has run */
 	worker *cur;                /* the worker it runs on (or last ran on) */
 	bool pinned;
@@ -120,6 +120,7 @@ struct worker {
 	weft__fiber *loop_next; /* for the loop to run next (see direct_target in sched.c) */
 	weft__fiber *prev;      /* what finish_switch completes */
 	bool prev_dead;
+	bool solo; /* the scheduler's only worker: no stealers, nobody else to wake */
 
 	/* the run queue: a ring the owner pushes at tail and everyone takes from head (CAS) */
 	char pad1_[64];
@@ -143,15 +144,24 @@ struct worker {
 
 	timer_heap timers;
 
-	/* stack cache (stack.c): free stacks of the scheduler's default size */
-	weft__stack *cache;
+	/* stack cache (stack.c): dead fibers' blocks (stacks of the scheduler's default size,
+	 * with their control blocks at the top) */
+	weft__fiber *cache;
 	size_t cache_bytes;
+
+	/* fiber ids: [id_next, id_end) taken from the process's counter in blocks */
+	uint64_t id_next, id_end;
 
 	/* counters, written by this worker only (relaxed), summed by readers */
 	_Atomic uint64_t switches, steals, spawned;
 	_Atomic uint64_t high_water;
 	uint64_t high_water_seen; /* the same, the owner's copy */
 	uint32_t countdown;       /* schedule calls until the periodic checks (find_periodic) */
+	int64_t clock; /* weft_now() when this worker last looked at the timers (at least every 61
+	                  schedule calls, whenever its loop looks for work, and after it parks):
+	                  what a wait records as its start for dumps. Late by at most the run time
+	                  of the fibers since then (one that computes for a second without a switch
+	                  and then parks shows a second too many) */
 	uint64_t rng;
 
 	weft_gauge *queue_gauge; /* weft_fiber_runqueue_length{worker="index"} */
@@ -217,7 +227,7 @@ struct weft_sched {
 	/* free stacks of the default size beyond the workers' caches, for spawns from plain
 	 * threads and workers whose cache is empty (stack.c) */
 	weft__spin spare_lock;
-	weft__stack *spare;
+	weft__fiber *spare;
 	size_t spare_bytes;
 
 	/* metrics */
@@ -234,6 +244,7 @@ struct weft_sched {
 extern _Thread_local worker *weft__tls_worker;
 extern _Thread_local weft__fiber *weft__tls_fiber; /* the fiber this thread runs, or NULL */
 void weft__ready(weft_sched *s, weft__fiber *f, enum weft__ready_how how);
+void weft__cancel_barrier(void); /* C2 of the cancellation pair (sched.c's head comment) */
 void weft__fatal(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 uint64_t weft__fork_gen(void);
 
@@ -255,8 +266,23 @@ static inline bool weft__canary_ok(const weft__fiber *f)
 	return *c == f->canary;
 }
 
-int weft__stack_get(weft_sched *s, worker *w, size_t size, weft__stack *ret);
-void weft__stack_put(weft_sched *s, worker *w, weft__stack *st);
+/* Bring a fiber's block into the cache ahead of its use: its control block and the newest frames
+ * below it (the block sits at the top of the stack). A wave of spawns reuses blocks last touched
+ * a wave ago, out of L1 by then; so does a wave of new fibers when it runs. Without it, the
+ * cache misses of those stores showed as the time of the next locked instruction (which waits
+ * for them): a quarter of a spawn's time. For the next spawn (stack.c, as the cache hands a
+ * block out) and for the next fiber of the run queue (sched.c, as one is taken). */
+static inline void weft__prefetch_block(const weft__fiber *f)
+{
+	const char *p = (const char *)f;
+	for (size_t off = 0; off < sizeof(*f) - 16; off += 64) /* not the ASan/TSan-only tail */
+		__builtin_prefetch(p + off, 1, 3);
+	__builtin_prefetch(p - 64, 1, 3); /* the first frame (weft__ctx_make: 72 bytes) */
+	__builtin_prefetch(p - 128, 1, 3);
+}
+
+int weft__stack_get(weft_sched *s, worker *w, size_t size, weft__fiber **ret);
+void weft__stack_put(weft_sched *s, worker *w, weft__fiber *f);
 void weft__stack_cache_free(weft_sched *s, worker *w);
 void weft__stack_spare_free(weft_sched *s);
 int weft__stack_init_process(void);
@@ -273,7 +299,8 @@ void weft__timer_heap_free(timer_heap *h);
 /* scope.c */
 int weft__scope_init_root(weft_sched *s);
 void weft__scope_free_root(weft_sched *s);
-int weft__scope_attach(weft_scope *sc, weft__fiber *f);
+/* w: the spawner's worker, or NULL (a plain thread) */
+int weft__scope_attach(weft_scope *sc, weft__fiber *f, const worker *w);
 void weft__scope_detach(weft__fiber *f);
 void weft__scope_release(weft_scope *sc, bool with_root);
 

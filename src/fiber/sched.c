@@ -16,7 +16,11 @@
  *             1024). A full ring moves half of itself to the injection queue.
  *   inbox     pinned fibers made runnable by anyone: only the owner takes them (never stolen)
  * and one injection queue per scheduler (spawns and wakes from plain threads, ring overflow),
- * under a spin lock, checked first every 61 schedule calls so it cannot starve.
+ * under a spin lock, checked first every 61 schedule calls so it cannot starve. A scheduler of
+ * one worker (`solo`) has no stealers: its owner takes runnext and head with plain loads and
+ * stores instead of CAS/exchange (runnext_swap), and readying from that worker wakes nobody (the
+ * only worker is the caller). The owner prefetches the block of the next fiber in its ring as it
+ * takes one (weft__prefetch_block), so a queue of cold fibers does not run at cache-miss speed.
  *
  * Switching. A context is a saved stack pointer (src/internal/switch.h). A fiber's `on_cpu` is 1
  * from the moment a worker decides to switch into it until the context that runs next has
@@ -33,11 +37,25 @@
  * The wait protocol (src/internal/fiber.h): the wait word is (seq << 2) | st with st NONE,
  * WAITING, CLAIMED. wait_begin moves NONE -> WAITING with seq+1, claims CAS WAITING -> CLAIMED
  * with the same seq, so a claim made for an old wait fails. Cancellation is a Dekker pair:
- *   fiber:    1. store wait word WAITING (seq_cst)   2. load cancelled (seq_cst)
- *   canceller: 1. store cancelled = 1 (seq_cst)      2. load wait word (seq_cst), claim if WAITING
- * In the single total order of seq_cst operations one of the two loads sees the other's store:
- * either the fiber sees it is cancelled (it abandons the wait, or absorbs the canceller's claim)
- * or the canceller sees it waiting and claims.
+ *   fiber:     F1. store wait word WAITING           F2. load cancelled (seq_cst)
+ *   canceller: C1. store cancelled = 1 (seq_cst)     C2. barrier (below)
+ *              C3. load wait word (seq_cst), claim if WAITING
+ * Either the fiber sees it is cancelled (it abandons the wait, or absorbs the canceller's claim)
+ * or the canceller sees it waiting and claims; never neither. The barrier is asymmetric: waits
+ * are many and cancels rare, so the fiber side pays nothing (F1 is a release store: a plain
+ * store on x86, where the seq_cst store was an xchg, 6 ns of a 60 ns channel hand-off) and the
+ * canceller pays a membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) (C2, once per weft_scope_cancel
+ * for all its fibers: scope.c marks them all, calls weft__cancel_barrier, then claims). The
+ * system call returns only after every thread of the process that runs on a CPU has executed a
+ * full memory barrier (an IPI) and every other one will pass a context switch (a barrier)
+ * before it runs again. Call B that barrier on the fiber's thread. If B is after F2 in the
+ * fiber's program order, F1 is visible to all before the call returns, so C3 sees WAITING (or a
+ * later state of that wait: claimed by someone else, or over). If B is before F2, C1 (ordered
+ * before the call by the canceller's own entry into the kernel) is visible before B, so F2 sees
+ * cancelled. The compiler keeps F1 before F2 (a signal fence after F1). C11 has no word for this
+ * pairing (it is the asymmetric fence of liburcu and folly); a process where the registration
+ * fails (an old kernel, a seccomp filter) keeps the symmetric pair: F1 a seq_cst store, C2
+ * nothing, and one of the two seq_cst loads sees the other's store in their single total order.
  *
  * Parking idle workers without missed wake-ups (numbered steps; all seq_cst):
  *   making work runnable:  P1. push the fiber (release)   P2. fence
@@ -71,7 +89,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/membarrier.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -101,6 +121,10 @@ _Thread_local worker *weft__tls_worker __attribute__((tls_model("initial-exec"))
 _Thread_local weft__fiber *weft__tls_fiber __attribute__((tls_model("initial-exec")));
 
 static _Atomic uint64_t next_fiber_id;
+/* The cancellation pair's barrier is membarrier's (head comment): set once, by process_init
+ * (before any scheduler's thread exists), and inherited by a child after fork (the registration
+ * belongs to the address space, which fork copies). */
+static bool asym_cancel;
 static _Atomic uint64_t fork_gen;
 static uint64_t canary_secret;
 
@@ -186,37 +210,58 @@ static void inject_push(weft_sched *s, weft__fiber *first, weft__fiber *last, lo
 	weft__spin_unlock(&s->inject_lock);
 }
 
+/* runq_put's full ring: half of it (from head, racing stealers) and f to the injection queue.
+ * False if a stealer moved head meanwhile (the caller looks again). The owner may read the slots
+ * after its CAS, unlike a stealer: only the owner writes slots, and it writes none here. No array
+ * on the stack: this runs on fibers' small stacks. */
+static __attribute__((noinline, cold)) bool runq_overflow(worker *w, weft__fiber *f, uint32_t h)
+{
+	uint32_t n = RUNQ_SIZE / 2;
+	if (!atomic_compare_exchange_strong_explicit(&w->head, &h, h + n, memory_order_acq_rel,
+	                                             memory_order_relaxed))
+		return false;
+	weft__fiber *first = atomic_load_explicit(&w->ring[h % RUNQ_SIZE], memory_order_relaxed);
+	weft__fiber *last = first;
+	for (uint32_t i = 1; i < n; i++) {
+		weft__fiber *g =
+		        atomic_load_explicit(&w->ring[(h + i) % RUNQ_SIZE], memory_order_relaxed);
+		last->next = g;
+		last = g;
+	}
+	last->next = f;
+	inject_push(w->s, first, f, (long)n + 1);
+	return true;
+}
+
 /* Owner only: push f at the tail; a full ring moves half of itself and f to the injection queue. */
-static void runq_put(worker *w, weft__fiber *f)
+static inline void runq_put(worker *w, weft__fiber *f)
 {
 	for (;;) {
 		uint32_t h = atomic_load_explicit(&w->head, memory_order_acquire);
 		uint32_t t = atomic_load_explicit(&w->tail, memory_order_relaxed);
-		if (t - h < RUNQ_SIZE) {
+		if (weft__likely(t - h < RUNQ_SIZE)) {
 			atomic_store_explicit(&w->ring[t % RUNQ_SIZE], f, memory_order_relaxed);
 			atomic_store_explicit(&w->tail, t + 1, memory_order_release);
 			return;
 		}
-		/* full: take half from head (racing stealers: retry on a lost CAS). The owner may
-		 * read the slots after its CAS, unlike a stealer: only the owner writes slots, and
-		 * it writes none here. No array on the stack: this runs on fibers' small stacks. */
-		uint32_t n = RUNQ_SIZE / 2;
-		if (!atomic_compare_exchange_strong_explicit(
-		            &w->head, &h, h + n, memory_order_acq_rel, memory_order_relaxed))
-			continue;
-		weft__fiber *first =
-		        atomic_load_explicit(&w->ring[h % RUNQ_SIZE], memory_order_relaxed);
-		weft__fiber *last = first;
-		for (uint32_t i = 1; i < n; i++) {
-			weft__fiber *g = atomic_load_explicit(&w->ring[(h + i) % RUNQ_SIZE],
-			                                      memory_order_relaxed);
-			last->next = g;
-			last = g;
-		}
-		last->next = f;
-		inject_push(w->s, first, f, (long)n + 1);
-		return;
+		if (runq_overflow(w, f, h))
+			return;
 	}
+}
+
+/* The fiber after the one taken from the ring runs soon: weft__prefetch_block. A stealer may take
+ * it meanwhile: the prefetch is then wasted, nothing else (the slot is only read). */
+static inline void prefetch_next(const worker *w, uint32_t h, uint32_t t)
+{
+	if (h == t)
+		return;
+	const char *p =
+	        (const char *)atomic_load_explicit(&w->ring[h % RUNQ_SIZE], memory_order_relaxed);
+	weft__prefetch_block((const weft__fiber *)(const void *)p);
+	/* and the frames a short fiber's run goes down to (fiber_entry, its function, the
+	 * exit's scope detach and switch) */
+	for (int i = 3; i <= 6; i++)
+		__builtin_prefetch(p - 64 * i, 1, 3);
 }
 
 static weft__fiber *runq_get(worker *w)
@@ -228,9 +273,16 @@ static weft__fiber *runq_get(worker *w)
 			return NULL;
 		weft__fiber *f =
 		        atomic_load_explicit(&w->ring[h % RUNQ_SIZE], memory_order_relaxed);
-		if (atomic_compare_exchange_strong_explicit(
-		            &w->head, &h, h + 1, memory_order_release, memory_order_relaxed))
+		if (w->solo) { /* no stealer: the owner alone moves head (see runnext_swap) */
+			atomic_store_explicit(&w->head, h + 1, memory_order_relaxed);
+			prefetch_next(w, h + 1, t);
 			return f;
+		}
+		if (atomic_compare_exchange_strong_explicit(
+		            &w->head, &h, h + 1, memory_order_release, memory_order_relaxed)) {
+			prefetch_next(w, h + 1, t);
+			return f;
+		}
 	}
 }
 
@@ -265,6 +317,20 @@ static weft__fiber *runq_steal(worker *dst, worker *src, bool take_next)
 			runq_put(dst, batch[i]);
 		return batch[0];
 	}
+}
+
+/* The owner's exchange of its runnext slot. A scheduler of one worker has no stealers: the slot
+ * is then touched only by its own thread (and read, relaxed, by the stats), so a relaxed load and
+ * store do (no locked instruction: two per channel hand-off). With stealers, the exchange is what
+ * decides, against a stealer's CAS, who gets the old fiber (acq_rel). */
+static inline weft__fiber *runnext_swap(worker *w, weft__fiber *f)
+{
+	if (w->solo) {
+		weft__fiber *old = atomic_load_explicit(&w->runnext, memory_order_relaxed);
+		atomic_store_explicit(&w->runnext, f, memory_order_relaxed);
+		return old;
+	}
+	return atomic_exchange_explicit(&w->runnext, f, memory_order_acq_rel);
 }
 
 static bool runq_empty(worker *w)
@@ -413,9 +479,10 @@ static void stop_spinning(weft_sched *s, worker *w)
 
 /* ---- readying -------------------------------------------------------------------------------- */
 
-static void ready_on(weft_sched *s, worker *w, weft__fiber *f, enum weft__ready_how how)
+/* A pinned fiber that has run (to its home's inbox), or a readying from a plain thread (to the
+ * injection queue). */
+static __attribute__((noinline)) void ready_slow(weft_sched *s, worker *w, weft__fiber *f)
 {
-	atomic_store_explicit(&f->state, WEFT_FIBER_RUNNABLE, memory_order_relaxed);
 	if (f->pinned && f->home) {
 		worker *h = f->home;
 		f->next = NULL;
@@ -431,19 +498,26 @@ static void ready_on(weft_sched *s, worker *w, weft__fiber *f, enum weft__ready_
 			wake_worker(s, h);
 		return;
 	}
-	if (!w) {
-		inject_push(s, f, f, 1);
-		wake_if_needed(s);
+	inject_push(s, f, f, 1);
+	wake_if_needed(s);
+}
+
+static inline void ready_on(weft_sched *s, worker *w, weft__fiber *f, enum weft__ready_how how)
+{
+	atomic_store_explicit(&f->state, WEFT_FIBER_RUNNABLE, memory_order_relaxed);
+	if (weft__unlikely((f->pinned && f->home) || !w)) {
+		ready_slow(s, w, f);
 		return;
 	}
 	if (how != WEFT__READY_QUEUE) {
-		weft__fiber *old = atomic_exchange_explicit(&w->runnext, f, memory_order_acq_rel);
+		weft__fiber *old = runnext_swap(w, f);
 		if (!old)
 			return; /* runs next here; nothing new for others to take */
 		f = old;
 	}
 	runq_put(w, f);
-	wake_if_needed(s);
+	if (!w->solo) /* alone, w is the caller: awake */
+		wake_if_needed(s);
 }
 
 void weft__ready(weft_sched *s, weft__fiber *f, enum weft__ready_how how)
@@ -458,29 +532,35 @@ void weft__ready(weft_sched *s, weft__fiber *f, enum weft__ready_how how)
 
 static void fiber_release(worker *w, weft__fiber *f);
 
+/* finish_switch's rarer cases: a dead fiber's stack to free, a yielder to put back in a queue. */
+static __attribute__((noinline)) void finish_slow(worker *w, weft__fiber *p)
+{
+	if (w->prev_dead) {
+		fiber_release(w, p);
+		return;
+	}
+	p->requeue = false;
+	atomic_store_explicit(&p->on_cpu, 0, memory_order_release);
+	/* a yield: it swapped places with the fiber now running, so there is no more work than
+	 * before for an idle worker to wake for (no wake_if_needed, no fence) */
+	atomic_store_explicit(&p->state, WEFT_FIBER_RUNNABLE, memory_order_relaxed);
+	if (p->pinned && p->home)
+		ready_slow(w->s, w, p);
+	else
+		runq_put(w, p);
+}
+
 /* Complete the switch away from w->prev (see the head comment). */
-static void finish_switch(worker *w)
+static inline void finish_switch(worker *w)
 {
 	weft__fiber *p = w->prev;
 	if (!p)
 		return;
 	w->prev = NULL;
-	if (w->prev_dead) {
-		fiber_release(w, p);
-		return;
-	}
-	bool requeue = p->requeue;
-	p->requeue = false;
-	atomic_store_explicit(&p->on_cpu, 0, memory_order_release);
-	if (requeue) {
-		/* a yield: it swapped places with the fiber now running, so there is no more work
-		 * than before for an idle worker to wake for (no wake_if_needed, no fence) */
-		atomic_store_explicit(&p->state, WEFT_FIBER_RUNNABLE, memory_order_relaxed);
-		if (p->pinned && p->home)
-			ready_on(w->s, w, p, WEFT__READY_QUEUE);
-		else
-			runq_put(w, p);
-	}
+	if (weft__unlikely(w->prev_dead || p->requeue))
+		finish_slow(w, p);
+	else
+		atomic_store_explicit(&p->on_cpu, 0, memory_order_release);
 }
 
 __attribute__((noinline, cold)) static void stack_bad(weft__fiber *f, const char *sp)
@@ -504,6 +584,31 @@ static inline void check_stack(worker *w, weft__fiber *f, const char *sp)
 	}
 }
 
+/* The out-of-line parts of switch_ctx, so that its common path keeps a small frame. */
+static __attribute__((noinline, cold)) void wait_off_cpu(weft__fiber *to)
+{
+	for (int i = 0; atomic_load_explicit(&to->on_cpu, memory_order_acquire); i++) {
+		if (i < 1000)
+			weft__cpu_relax();
+		else
+			sched_yield();
+	}
+}
+
+static __attribute__((noinline)) void first_on(worker *w, weft__fiber *to)
+{
+	to->cur = w;
+	atomic_store_explicit(&to->worker_index, w->index, memory_order_relaxed);
+	if (to->pinned && !to->home)
+		to->home = w;
+}
+
+static __attribute__((noinline)) void record_runnable(weft_sched *s, weft__fiber *to)
+{
+	weft_hist_record(s->runnable_hist, weft_now() - to->ready_at);
+	to->ready_at = 0;
+}
+
 /* Switch on worker w from `from` (a fiber, or NULL: the loop) to `to` (a fiber, or NULL: w's
  * loop). Returns the worker the caller resumes on; does not return for a dead `from`. */
 static worker *switch_ctx(worker *w, weft__fiber *from, weft__fiber *to, bool from_dead)
@@ -512,26 +617,17 @@ static worker *switch_ctx(worker *w, weft__fiber *from, weft__fiber *to, bool fr
 	void **save = from ? &from->sp : &w->loop_sp;
 	void *dst;
 	if (to) {
-		/* only the loop waits here (direct_target): it holds no fiber of its own */
-		WEFT__ASSERT(!from || !atomic_load_explicit(&to->on_cpu, memory_order_relaxed));
-		for (int i = 0; atomic_load_explicit(&to->on_cpu, memory_order_acquire); i++) {
-			if (i < 1000)
-				weft__cpu_relax();
-			else
-				sched_yield();
+		if (weft__unlikely(atomic_load_explicit(&to->on_cpu, memory_order_acquire))) {
+			/* only the loop waits here (direct_target): it holds no fiber of its own */
+			WEFT__ASSERT(!from);
+			wait_off_cpu(to);
 		}
 		atomic_store_explicit(&to->on_cpu, 1, memory_order_relaxed);
 		atomic_store_explicit(&to->state, WEFT_FIBER_RUNNING, memory_order_relaxed);
-		if (to->cur != w) {
-			to->cur = w;
-			atomic_store_explicit(&to->worker_index, w->index, memory_order_relaxed);
-			if (to->pinned && !to->home)
-				to->home = w;
-		}
-		if (weft__unlikely(to->ready_at)) {
-			weft_hist_record(s->runnable_hist, weft_now() - to->ready_at);
-			to->ready_at = 0;
-		}
+		if (weft__unlikely(to->cur != w))
+			first_on(w, to);
+		if (weft__unlikely(to->ready_at))
+			record_runnable(s, to);
 		dst = to->sp;
 	} else {
 		dst = w->loop_sp;
@@ -558,6 +654,7 @@ static worker *switch_ctx(worker *w, weft__fiber *from, weft__fiber *to, bool fr
 static void run_due_timers(weft_sched *s, worker *w)
 {
 	int64_t now = weft_now();
+	w->clock = now;
 	for (int i = 0; i < s->nworkers; i++) {
 		timer_heap *h = &s->workers[(w->index + i) % s->nworkers].timers;
 		if (atomic_load_explicit(&h->next, memory_order_relaxed) <= now)
@@ -585,9 +682,15 @@ static inline weft__fiber *find_local(worker *w)
 	    (f = inbox_get(w)))
 		return f;
 	f = atomic_load_explicit(&w->runnext, memory_order_relaxed);
-	if (f && atomic_compare_exchange_strong_explicit(
-	                 &w->runnext, &f, NULL, memory_order_acq_rel, memory_order_relaxed))
-		return f;
+	if (f) {
+		if (w->solo) { /* no stealer (runnext_swap) */
+			atomic_store_explicit(&w->runnext, NULL, memory_order_relaxed);
+			return f;
+		}
+		if (atomic_compare_exchange_strong_explicit(
+		            &w->runnext, &f, NULL, memory_order_acq_rel, memory_order_relaxed))
+			return f;
+	}
 	if ((f = runq_get(w)))
 		return f;
 	return inject_get(w->s, w);
@@ -724,6 +827,7 @@ static weft__fiber *find_runnable(weft_sched *s, worker *w)
 			}
 		}
 		park_worker(s, w);
+		w->clock = weft_now(); /* time parked is not run time: the clock must not keep it */
 	}
 }
 
@@ -754,6 +858,7 @@ static void *worker_main(void *arg)
 	weft__tls_worker = w;
 	loop_context_init(w);
 	weft__stack_altstack(w);
+	w->clock = weft_now();
 	/* weft_sched_create returns once every worker is here (a fork right after it finds no
 	 * thread half-started) */
 	atomic_fetch_add_explicit(&s->running, 1, memory_order_release);
@@ -785,14 +890,6 @@ bool weft__fiber_cancelled(const weft__fiber *f)
 	return atomic_load_explicit(&f->cancelled, memory_order_acquire) != 0;
 }
 
-/* The start of a wait, for dumps: the coarse clock (about 5 ns, a jiffy's resolution). */
-static int64_t coarse_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 uint64_t weft__wait_begin(weft__fiber *self, int reason, const void *obj)
 {
 	int nocancel = (reason & WEFT__WAIT_NOCANCEL) != 0;
@@ -803,9 +900,44 @@ uint64_t weft__wait_begin(weft__fiber *self, int reason, const void *obj)
 	self->wait_obj = obj;
 	atomic_store_explicit(&self->wait_reason, reason, memory_order_relaxed);
 	atomic_store_explicit(&self->nocancel, nocancel, memory_order_relaxed);
-	/* fiber side of the cancellation pair, step 1; step 2 is in weft__wait_park */
-	atomic_store_explicit(&self->wait_word, seq << 2 | WAIT_WAITING, memory_order_seq_cst);
+	/* F1 of the cancellation pair (head comment); F2 is in weft__wait_park. Release either
+	 * way: a canceller that sees WAITING sees the nocancel stored before it. */
+	if (weft__likely(asym_cancel)) {
+		atomic_store_explicit(&self->wait_word, seq << 2 | WAIT_WAITING,
+		                      memory_order_release);
+		atomic_signal_fence(memory_order_seq_cst); /* the compiler keeps F1 before F2 */
+	} else {
+		atomic_store_explicit(&self->wait_word, seq << 2 | WAIT_WAITING,
+		                      memory_order_seq_cst);
+	}
 	return seq;
+}
+
+void weft__cancel_barrier(void)
+{
+	if (!asym_cancel)
+		return; /* the symmetric pair: C1 and C3 are seq_cst, nothing between */
+	int e = errno;
+	long r = syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+	errno = e;
+	if (r != 0) /* registered at start, so it cannot fail; a lost cancel must not pass */
+		weft__fatal("weft: membarrier failed after its registration succeeded");
+}
+
+/* The asymmetric pair only where the barrier itself was seen to work once (a seccomp filter may
+ * allow the query and the registration and deny the barrier), and never under ThreadSanitizer,
+ * which has no model of membarrier: there the symmetric seq_cst pair is the one it checks. */
+static void asym_cancel_init(void)
+{
+	if (WEFT__TSAN)
+		return;
+	int e = errno;
+	long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+	asym_cancel =
+	        cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+	        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 &&
+	        syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
+	errno = e;
 }
 
 bool weft__wait_abandon(weft__fiber *self, uint64_t tok)
@@ -834,8 +966,8 @@ int weft__wait_park(weft__fiber *self, uint64_t tok, int64_t deadline)
 {
 	worker *w = self->cur; /* it runs: cur is its worker */
 	WEFT__ASSERT(w->current == self);
-	/* fiber side of the cancellation pair, step 2: a cancel that came before our WAITING was
-	 * published did not claim; claim for it (a claim by anyone else wins over ours: park to
+	/* F2 of the cancellation pair: a cancel that came before our WAITING was published did
+	 * not claim; claim for it (a claim by anyone else wins over ours: park to
 	 * collect it) */
 	if (weft__unlikely(atomic_load_explicit(&self->cancelled, memory_order_seq_cst)) &&
 	    !atomic_load_explicit(&self->nocancel, memory_order_relaxed) &&
@@ -857,7 +989,9 @@ int weft__wait_park(weft__fiber *self, uint64_t tok, int64_t deadline)
 			weft__timer_add(&w->timers, self, deadline, tok);
 		}
 	}
-	atomic_store_explicit(&self->wait_since, coarse_now(), memory_order_relaxed);
+	/* the start of the wait, for dumps: the worker's clock (see struct worker), not a clock
+	 * read (5 ns, a tenth of a channel hand-off) */
+	atomic_store_explicit(&self->wait_since, w->clock, memory_order_relaxed);
 	atomic_store_explicit(&self->state, WEFT_FIBER_WAITING, memory_order_relaxed);
 	fiber_switch_out(w, self, false);
 	if (atomic_load_explicit(&self->timer_heap, memory_order_acquire))
@@ -867,7 +1001,16 @@ int weft__wait_park(weft__fiber *self, uint64_t tok, int64_t deadline)
 	return self->wake_result;
 }
 
-void weft__wake_ready(weft__fiber *f, enum weft__ready_how how)
+/* f takes runnext on w from a fiber of w: what was there goes to the ring (out of line, so the
+ * common path of weft__wake_ready needs no frame). */
+static __attribute__((noinline)) void ready_displaced(worker *w, weft__fiber *old)
+{
+	runq_put(w, old);
+	if (!w->solo)
+		wake_if_needed(w->s);
+}
+
+static __attribute__((noinline)) void wake_ready_slow(weft__fiber *f, enum weft__ready_how how)
 {
 	weft_sched *s = f->sched;
 	weft__fiber *self = weft__tls_fiber;
@@ -880,12 +1023,9 @@ void weft__wake_ready(weft__fiber *f, enum weft__ready_how how)
 		if (self->pinned) {
 			self->requeue = true;
 		} else {
-			weft__fiber *old =
-			        atomic_exchange_explicit(&w->runnext, self, memory_order_acq_rel);
-			if (old) {
-				runq_put(w, old);
-				wake_if_needed(s);
-			}
+			weft__fiber *old = runnext_swap(w, self);
+			if (old)
+				ready_displaced(w, old);
 		}
 		switch_ctx(w, self, direct_target(w, f), false);
 		return;
@@ -893,14 +1033,30 @@ void weft__wake_ready(weft__fiber *f, enum weft__ready_how how)
 	ready_on(s, w, f, how == WEFT__READY_SWITCH ? WEFT__READY_NEXT : how);
 }
 
+void weft__wake_ready(weft__fiber *f, enum weft__ready_how how)
+{
+	/* the common case first: a fiber readies an unpinned fiber of its own scheduler to run
+	 * next (ready_on's path for it, without the frame) */
+	weft__fiber *self = weft__tls_fiber;
+	if (weft__likely(how == WEFT__READY_NEXT && self && !f->pinned)) {
+		worker *w = self->cur;
+		if (weft__likely(w->s == f->sched)) {
+			atomic_store_explicit(&f->state, WEFT_FIBER_RUNNABLE, memory_order_relaxed);
+			weft__fiber *old = runnext_swap(w, f);
+			if (old)
+				ready_displaced(w, old);
+			return;
+		}
+	}
+	wake_ready_slow(f, how);
+}
+
 /* ---- fibers ------------------------------------------------------------------------------------
  */
 
 static void fiber_release(worker *w, weft__fiber *f)
 {
-	weft__stack st = f->stack;
-	st.tsan_fiber = f->tsan_fiber; /* reused with the stack (stack.c) */
-	weft__stack_put(w->s, w, &st);
+	weft__stack_put(w->s, w, f); /* TSan's state stays in f->stack, for the next fiber */
 }
 
 static _Noreturn void fiber_exit(weft__fiber *f)
@@ -924,16 +1080,69 @@ static void fiber_entry(void *arg, void *data)
 	fiber_exit(f);
 }
 
-/* memset of the control block, without the `rep stos` gcc picks for it: its start-up cost was
- * the largest single cost of a spawn (perf). */
-__attribute__((optimize("no-tree-loop-distribute-patterns"))) static inline void
-fiber_zero(weft__fiber *f)
+/* A new fiber's control block. It is either zeroed (a new stack) or as the last fiber on the
+ * stack left it (the stack cache, stack.c): every field a life changes is set here, and those
+ * left alone are valid as a dead fiber leaves them (so one store less each, on a block that is
+ * likely cold): stack (and its TSan state), canary (a function of the address), wait_word (the
+ * wait sequence goes on: a claim meant for an old life's wait fails as for an old wait), and
+ * wait_reason NONE, timer_heap NULL, nocancel (written by each wait_begin); wake_result, next,
+ * the timer's deadline and token, the scope links and wait_obj/wait_since are written before
+ * they are read. */
+static void fiber_init(weft__fiber *f, weft_sched *s, size_t size, weft_fiber_fn fn, void *arg,
+                       void *site, const weft_spawn_opts *opts)
 {
-	typedef uint64_t v2 __attribute__((vector_size(16), aligned(16), may_alias));
-	_Static_assert(sizeof(weft__fiber) % 16 == 0, "the control block is whole 16-byte words");
-	v2 *p = (v2 *)(void *)f;
-	for (size_t i = 0; i < sizeof(*f) / 16; i++)
-		p[i] = (v2){0, 0};
+	WEFT__ASSERT((atomic_load_explicit(&f->wait_word, memory_order_relaxed) & 3) == WAIT_NONE &&
+	             !atomic_load_explicit(&f->timer_heap, memory_order_relaxed));
+	atomic_store_explicit(&f->on_cpu, 0, memory_order_relaxed);
+	atomic_store_explicit(&f->cancelled, 0, memory_order_relaxed);
+	f->home = NULL;
+	f->cur = NULL;
+	f->pinned = opts && opts->pinned;
+	f->requeue = false;
+	f->stack_req = size;
+	f->sched = s;
+	f->timer_index = -1;
+	atomic_store_explicit(&f->state, WEFT_FIBER_RUNNABLE, memory_order_relaxed);
+	atomic_store_explicit(&f->worker_index, -1, memory_order_relaxed);
+	f->ready_at = 0;
+	f->fn = fn;
+	f->arg = arg;
+	f->spawn_site = site;
+	if (opts && opts->name)
+		snprintf(f->name, sizeof(f->name), "%s", opts->name);
+	else
+		f->name[0] = 0;
+#if WEFT__ASAN
+	f->asan_fake_stack = NULL; /* (the block's last line: not touched otherwise) */
+#endif
+	if (!f->stack.guarded) {
+		f->canary = ((uint64_t)(uintptr_t)f * 0x9E3779B97F4A7C15ull) ^ canary_secret;
+		*(uint64_t *)(void *)f->stack.lo = f->canary;
+	}
+	f->sp = weft__ctx_make(f->stack.hi, fiber_entry, f);
+#if WEFT__TSAN
+	/* TSan's fiber state is costly to make (a system call or two): it goes with the stack */
+	if (!f->stack.tsan_fiber)
+		f->stack.tsan_fiber = __tsan_create_fiber(0);
+	f->tsan_fiber = f->stack.tsan_fiber;
+#endif
+}
+
+/* A process-wide unique id: from w's block, which is taken 1024 at a time from the process's
+ * counter (one atomic add per 1024 spawns instead of one each; ids are then unique but, across
+ * workers, not in spawn order). */
+#define ID_BLOCK 1024
+static uint64_t new_id(worker *w)
+{
+	if (!w)
+		return atomic_fetch_add_explicit(&next_fiber_id, 1, memory_order_relaxed) + 1;
+	if (weft__unlikely(w->id_next == w->id_end)) {
+		w->id_next =
+		        atomic_fetch_add_explicit(&next_fiber_id, ID_BLOCK, memory_order_relaxed) +
+		        1;
+		w->id_end = w->id_next + ID_BLOCK;
+	}
+	return w->id_next++;
 }
 
 static int check_sched(const weft_sched *s)
@@ -976,40 +1185,18 @@ __attribute__((noinline)) int weft_spawn(weft_scope *sc, weft_fiber_fn fn, void 
 		weft__scope_release(&s->root, true);
 		return -EAGAIN;
 	}
-	worker *w = tls_worker();
+	worker *w = weft__tls_worker; /* no switch in this function: a plain read will do */
 	if (w && w->s != s)
 		w = NULL;
-	weft__stack st;
-	r = weft__stack_get(s, w, size, &st);
+	weft__fiber *f;
+	r = weft__stack_get(s, w, size, &f);
 	if (r < 0)
 		goto fail_alive;
-	weft__fiber *f = (weft__fiber *)(void *)st.hi;
-	fiber_zero(f);
-	f->stack = st;
-	f->stack_req = size;
-	f->sched = s;
-	f->fn = fn;
-	f->arg = arg;
-	f->spawn_site = site;
-	f->timer_index = -1;
-	f->pinned = opts && opts->pinned;
-	atomic_store_explicit(&f->worker_index, -1, memory_order_relaxed);
-	if (opts && opts->name)
-		snprintf(f->name, sizeof(f->name), "%s", opts->name);
-	if (!st.guarded) {
-		f->canary = ((uint64_t)(uintptr_t)f * 0x9E3779B97F4A7C15ull) ^ canary_secret;
-		*(uint64_t *)(void *)st.lo = f->canary;
-	}
-	f->sp = weft__ctx_make(st.hi, fiber_entry, f);
-#if WEFT__TSAN
-	/* TSan's fiber state is costly to make (a system call or two): it goes with the stack */
-	f->tsan_fiber = st.tsan_fiber ? st.tsan_fiber : __tsan_create_fiber(0);
-#endif
-	f->id = atomic_fetch_add_explicit(&next_fiber_id, 1, memory_order_relaxed) + 1;
-	r = weft__scope_attach(sc, f);
+	fiber_init(f, s, size, fn, arg, site, opts);
+	f->id = new_id(w);
+	r = weft__scope_attach(sc, f, w);
 	if (r < 0) {
-		st.tsan_fiber = f->tsan_fiber;
-		weft__stack_put(s, w, &st);
+		weft__stack_put(s, w, f);
 		goto fail_alive;
 	}
 	if (w)
@@ -1253,6 +1440,7 @@ static int process_init_result;
 static void process_init(void)
 {
 	canary_secret = (uint64_t)weft_now() * 0xD6E8FEB86659FD93ull ^ (uint64_t)getpid();
+	asym_cancel_init();
 	if (pthread_atfork(NULL, NULL, atfork_child) != 0) {
 		process_init_result = -ENOMEM;
 		return;
@@ -1350,6 +1538,7 @@ int weft_sched_create(weft_sched **ret, const weft_sched_opts *opts)
 		w->index = i;
 		w->rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
 		w->countdown = 61;
+		w->solo = s->nworkers == 1;
 		atomic_store_explicit(&w->timers.next, INT64_MAX, memory_order_relaxed);
 	}
 	if ((r = weft__scope_init_root(s)) < 0)

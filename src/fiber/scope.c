@@ -12,7 +12,8 @@
  *     lock and then reads `cancelled`. Either the spawn sees it (and fails with -ECANCELED) or
  *     cancel finds the new fiber in the shard.
  *   child creation vs cancel: the same with the parent's children_lock.
- *   a fiber starting a wait vs cancel: the Dekker pair in sched.c's head comment.
+ *   a fiber starting a wait vs cancel: the Dekker pair in sched.c's head comment (all the
+ *     fibers are marked first, then one barrier, then the waiting ones are claimed).
  *   exit vs join vs destroy: the exiting fiber increments `exiting` before taking alive to 0
  *     and decrements it as its last touch of the scope (release); weft_scope_destroy, after the
  *     join, waits for exiting == 0 (acquire) before freeing, so a waking fiber never touches a
@@ -111,10 +112,10 @@ int weft_scope_create(weft_scope **ret, weft_scope *parent)
 
 static void scope_zero(weft_scope *sc);
 
-int weft__scope_attach(weft_scope *sc, weft__fiber *f)
+int weft__scope_attach(weft_scope *sc, weft__fiber *f, const worker *w)
 {
-	worker *w = weft__tls_worker;
-	int shard = w && w->s == sc->s ? w->index % sc->nshards : 0;
+	/* the spawner's shard (its index is below nshards but past 64 workers: no division then) */
+	int shard = !w ? 0 : w->index < sc->nshards ? w->index : w->index % sc->nshards;
 	for (weft_scope *p = sc; !p->is_root; p = p->parent)
 		atomic_fetch_add_explicit(&p->alive, 1, memory_order_relaxed);
 	struct scope_shard *sh = &sc->shards[shard];
@@ -191,39 +192,50 @@ void weft__scope_release(weft_scope *sc, bool with_root)
 	}
 }
 
-static void cancel_fiber(weft_sched *s, weft__fiber *f)
+/* Pass 1 marks (C1 of the pair), pass 2 claims the waiting ones (C3). */
+static void cancel_fiber(weft_sched *s, weft__fiber *f, bool claim)
 {
-	atomic_store_explicit(&f->cancelled, 1, memory_order_seq_cst);
+	if (!claim) {
+		atomic_store_explicit(&f->cancelled, 1, memory_order_seq_cst);
+		return;
+	}
 	uint64_t ww = atomic_load_explicit(&f->wait_word, memory_order_seq_cst);
 	if ((ww & 3) == WAIT_WAITING && !atomic_load_explicit(&f->nocancel, memory_order_relaxed) &&
 	    weft__wake_claim(f, ww >> 2, -ECANCELED))
 		weft__ready(s, f, WEFT__READY_QUEUE);
 }
 
-static void cancel_tree(weft_scope *sc)
+static void cancel_tree(weft_scope *sc, bool claim)
 {
-	atomic_store_explicit(&sc->cancelled, 1, memory_order_seq_cst);
+	if (!claim)
+		atomic_store_explicit(&sc->cancelled, 1, memory_order_seq_cst);
 	for (int i = 0; i < sc->nshards; i++) {
 		struct scope_shard *sh = &sc->shards[i];
 		weft__spin_lock(&sh->lock);
 		for (weft__fiber *f = sh->head; f; f = f->scope_next)
-			cancel_fiber(sc->s, f);
+			cancel_fiber(sc->s, f, claim);
 		weft__spin_unlock(&sh->lock);
 	}
 	/* parent before child: the only order two children_locks are ever taken in */
 	weft__spin_lock(&sc->children_lock);
 	for (weft_scope *c = sc->child_head; c; c = c->sib_next)
-		cancel_tree(c);
+		cancel_tree(c, claim);
 	weft__spin_unlock(&sc->children_lock);
 }
 
+/* The canceller's side of sched.c's pair, in two passes over the tree with one barrier between
+ * them (a system call: one per cancel, not one per fiber). A fiber in pass 2's lists was in pass
+ * 1's: after pass 1 has marked a scope, a spawn into it fails (the shard lock orders the two,
+ * see the head comment); one that left meanwhile is simply not there. */
 int weft_scope_cancel(weft_scope *sc)
 {
 	if (!sc)
 		return -EINVAL;
 	if (sc->s->fork_gen != weft__fork_gen())
 		return -ESHUTDOWN;
-	cancel_tree(sc);
+	cancel_tree(sc, false);
+	weft__cancel_barrier();
+	cancel_tree(sc, true);
 	return 0;
 }
 

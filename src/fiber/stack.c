@@ -28,7 +28,11 @@
  * opts.stack_cache bytes, so a spawn on a worker usually reuses a warm stack with no system call
  * and no lock; past that, a scheduler-wide spare list under a spin lock holds as much again per
  * worker, for spawns from plain threads and for workers whose own cache ran dry. Other sizes, and
- * anything past both caps, are freed.
+ * anything past both caps, are freed. What is cached is the dead fiber's block as it stands (the
+ * lists are linked through its `next`): its control block keeps its `stack` record (and TSan's
+ * state, the canary, the wait word's sequence), so a spawn pops a block and resets only the
+ * fields a life changes (sched.c: fiber_init); only a new stack's control block starts zeroed
+ * (an anonymous mapping is zero already; a malloc'd block is cleared).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -53,6 +57,20 @@
 #endif
 
 #define FIBER_SPACE (((sizeof(weft__fiber) + 63) / 64) * 64)
+
+/* memset of the control block, without the `rep stos` gcc picks for it: its start-up cost was
+ * the largest single cost of a spawn (perf). */
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) static void fiber_zero(weft__fiber *f)
+{
+	typedef uint64_t v2 __attribute__((vector_size(16), aligned(16), may_alias));
+	typedef uint64_t u1 __attribute__((may_alias));
+	_Static_assert(sizeof(weft__fiber) % 8 == 0, "the control block is whole 8-byte words");
+	v2 *p = (v2 *)(void *)f;
+	for (size_t i = 0; i < sizeof(*f) / 16; i++)
+		p[i] = (v2){0, 0};
+	if (sizeof(*f) % 16)
+		*(u1 *)(void *)((char *)f + sizeof(*f) - 8) = 0;
+}
 
 bool weft__on_valgrind;
 static size_t page_size;
@@ -268,80 +286,136 @@ static void unpoison(const weft__stack *st)
 #endif
 }
 
-int weft__stack_get(weft_sched *s, worker *w, size_t size, weft__stack *ret)
+/* Blocks move between a worker's cache and the spare list in batches of up to this many: one hold
+ * of the spare lock per batch. On two workers, where one spawns and the other runs what it
+ * steals (and so frees their stacks into its own cache), that traffic is every spawn's. */
+#define SPARE_BATCH 16
+
+/* weft__stack_get without a cached block: the spare list (taking a batch more into w's cache,
+ * empty now), or a new stack with a zeroed control block and its `stack` record. */
+static __attribute__((noinline)) int stack_get_slow(weft_sched *s, worker *w, size_t size,
+                                                    weft__fiber **ret)
 {
+	weft__fiber *f = NULL;
 	if (size == s->stack_size) {
-		weft__stack *c = NULL;
-		if (w && w->cache) {
-			c = w->cache;
-			w->cache = c->next_free;
-			w->cache_bytes -= c->map_size;
-		} else {
-			weft__spin_lock(&s->spare_lock);
-			if ((c = s->spare)) {
-				s->spare = c->next_free;
-				s->spare_bytes -= c->map_size;
+		weft__spin_lock(&s->spare_lock);
+		if ((f = s->spare)) {
+			s->spare = f->next;
+			s->spare_bytes -= f->stack.map_size;
+			for (int i = 1; w && i < SPARE_BATCH && s->spare; i++) {
+				weft__fiber *g = s->spare;
+				if (w->cache_bytes + g->stack.map_size > s->stack_cache)
+					break;
+				s->spare = g->next;
+				s->spare_bytes -= g->stack.map_size;
+				g->next = w->cache;
+				w->cache = g;
+				w->cache_bytes += g->stack.map_size;
 			}
-			weft__spin_unlock(&s->spare_lock);
 		}
-		if (c) {
-			*ret = *c;
-			ret->next_free = NULL;
-			unpoison(ret);
+		weft__spin_unlock(&s->spare_lock);
+		if (f) {
+			unpoison(&f->stack);
+			*ret = f;
 			return 0;
 		}
 	}
-	int r = stack_new(s, size, ret);
-	if (r == 0)
-		unpoison(ret);
-	return r;
+	weft__stack st;
+	int r = stack_new(s, size, &st);
+	if (r < 0)
+		return r;
+	unpoison(&st);
+	f = (weft__fiber *)(void *)st.hi;
+	if (!st.mapped) /* an anonymous mapping is zero already */
+		fiber_zero(f);
+	f->stack = st;
+	*ret = f;
+	return 0;
 }
 
-/* The spare list holds as much as all the workers' caches together. */
-void weft__stack_put(weft_sched *s, worker *w, weft__stack *st)
+/* A block for a new fiber: one of w's cache as its last fiber left it, else stack_get_slow. */
+int weft__stack_get(weft_sched *s, worker *w, size_t size, weft__fiber **ret)
 {
-	if (usable(st) >= s->stack_size && usable(st) < s->stack_size + page_size) {
-		/* the record lives where the fiber struct was, at the top */
-		weft__stack *c = (weft__stack *)(void *)st->hi;
-		*c = *st;
-		if (w && w->cache_bytes + st->map_size <= s->stack_cache) {
-			c->next_free = w->cache;
-			w->cache = c;
-			w->cache_bytes += st->map_size;
-			return;
-		}
+	weft__fiber *f;
+	if (size != s->stack_size || !w || !(f = w->cache))
+		return stack_get_slow(s, w, size, ret);
+	w->cache = f->next;
+	w->cache_bytes -= f->stack.map_size;
+	if (w->cache) /* the next spawn's (see weft__prefetch_block) */
+		weft__prefetch_block(w->cache);
+	unpoison(&f->stack);
+	*ret = f;
+	return 0;
+}
+
+/* weft__stack_put past w's cache (full, or no worker): the spare list (with a batch of w's cache,
+ * for the workers that take from it), or the stack is freed. */
+static __attribute__((noinline)) void stack_put_slow(weft_sched *s, worker *w, weft__fiber *f,
+                                                     bool keep)
+{
+	const weft__stack *st = &f->stack;
+	if (keep) {
+		bool kept = false;
+		size_t cap = s->stack_cache * (size_t)s->nworkers;
 		weft__spin_lock(&s->spare_lock);
-		if (s->spare_bytes + st->map_size <= s->stack_cache * (size_t)s->nworkers) {
-			c->next_free = s->spare;
-			s->spare = c;
+		if (s->spare_bytes + st->map_size <= cap) {
+			f->next = s->spare;
+			s->spare = f;
 			s->spare_bytes += st->map_size;
-			c = NULL;
+			kept = true;
+			for (int i = 1; w && i < SPARE_BATCH && w->cache; i++) {
+				weft__fiber *g = w->cache;
+				if (s->spare_bytes + g->stack.map_size > cap)
+					break;
+				w->cache = g->next;
+				w->cache_bytes -= g->stack.map_size;
+				g->next = s->spare;
+				s->spare = g;
+				s->spare_bytes += g->stack.map_size;
+			}
 		}
 		weft__spin_unlock(&s->spare_lock);
-		if (!c)
+		if (kept)
 			return;
 	}
-	stack_free(s, st);
+	weft__stack copy = *st; /* the record goes with the memory */
+	stack_free(s, &copy);
+}
+
+/* A dead (or never started) fiber's block back to a cache, or its stack freed. The spare list
+ * holds as much as all the workers' caches together. */
+void weft__stack_put(weft_sched *s, worker *w, weft__fiber *f)
+{
+	const weft__stack *st = &f->stack;
+	bool keep = usable(st) >= s->stack_size && usable(st) < s->stack_size + page_size;
+	if (keep && w && w->cache_bytes + st->map_size <= s->stack_cache) {
+		f->next = w->cache;
+		w->cache = f;
+		w->cache_bytes += st->map_size;
+		return;
+	}
+	stack_put_slow(s, w, f, keep);
+}
+
+static void free_list(weft_sched *s, weft__fiber *f)
+{
+	while (f) {
+		weft__stack st = f->stack;
+		f = f->next;
+		stack_free(s, &st);
+	}
 }
 
 void weft__stack_spare_free(weft_sched *s)
 {
-	while (s->spare) {
-		weft__stack *c = s->spare;
-		s->spare = c->next_free;
-		weft__stack st = *c;
-		stack_free(s, &st);
-	}
+	free_list(s, s->spare);
+	s->spare = NULL;
 	s->spare_bytes = 0;
 }
 
 void weft__stack_cache_free(weft_sched *s, worker *w)
 {
-	while (w->cache) {
-		weft__stack *c = w->cache;
-		w->cache = c->next_free;
-		weft__stack st = *c;
-		stack_free(s, &st);
-	}
+	free_list(s, w->cache);
+	w->cache = NULL;
 	w->cache_bytes = 0;
 }

@@ -17,14 +17,13 @@
  *
  * Waiting. A waiter record (struct waiter: links, fiber, wait token, `linked`) lives on the waiting
  * fiber's stack, which stays valid while the fiber is parked. Every wait follows the protocol of
- * src/internal/fiber.h: a fast path under the spin; not ready, release the spin and
- * weft__wait_begin (outside the spin: it neither switches nor locks, so this order is a choice
- * that costs a second hold of the spin, not a need; chan.c does it under the spin); take
- * the spin, try once more (ready now: weft__wait_abandon, after the spin) or append the record,
- * release the spin; park; if the park returns a failure (the timer's -ETIMEDOUT or the scope's
- * -ECANCELED; or -ENOMEM when the scheduler could not arm the timer), take the spin again and
- * unlink the record if it is still linked. No spin is ever held across a call that can switch
- * (park, abandon's fallback park, a wake with WEFT__READY_SWITCH).
+ * src/internal/fiber.h in one hold of the spin, as chan.c does: a fast path under the spin; not
+ * ready, and still under the spin, weft__wait_begin (it neither switches nor locks) and append
+ * the record, release the spin; park; if the park returns a failure (the timer's -ETIMEDOUT or
+ * the scope's -ECANCELED; or -ENOMEM when the scheduler could not arm the timer), take the spin
+ * again and unlink the record if it is still linked. Nothing can change between the failed try
+ * and the queued record, so there is no second look and nothing to abandon. No spin is ever held
+ * across a call that can switch (park, a wake with WEFT__READY_SWITCH).
  *
  * Waking. A waker, under the spin, pops records from the head and calls
  * weft__wake_claim(fiber, tok, 0) on each until one succeeds; a record whose claim fails belongs to
@@ -68,9 +67,8 @@
  *   6. W's scope is cancelled before it starts waiting: weft__wait_begin returns 0, nothing is
  *      queued, W returns -ECANCELED. A call that can finish without waiting (a free lock) does so
  *      even in a cancelled fiber, so cleanup code can still take an uncontended lock.
- *   7. the lock is released between W's fast path and its second look (after wait_begin): W takes
- *      it and abandons the wait; if the cancel claimed meanwhile, W parks once to absorb that claim
- *      and still returns 0, owning the lock (it did not have to wait).
+ *   7. the lock is released between W's fast path and its wait: cannot happen, W holds the spin
+ *      from its try to its queued record.
  *   8. a deadline already passed when W would queue: -ETIMEDOUT without queueing.
  *
  * Condition variable. wait: check that the caller owns m; begin the wait; queue the record under
@@ -249,41 +247,24 @@ static bool deadline_passed(int64_t deadline)
 	return deadline != WEFT_FOREVER && deadline <= weft_now();
 }
 
-/* The object turned out ready after weft__wait_begin: end the wait without parking. If the
- * abandon loses, the scope's cancel claimed the wait first (nothing else knows the token): park to
- * absorb that claim, which returns as soon as the canceller makes us runnable. Never under a spin:
- * the park switches. */
-static void wait_undo(weft__fiber *self, uint64_t tok)
-{
-	if (!weft__wait_abandon(self, tok))
-		(void)weft__wait_park(self, tok, WEFT_FOREVER);
-}
-
-/* Under the spin: take the object if it can be taken now (a free mutex, a permit, a wait group
- * at 0), without waiting. */
-typedef bool take_fn(struct wobj *o, weft__fiber *self);
-
-/* The wait protocol on object o for the calling fiber, entered without the spin after a fast path
- * found o not ready. Step 1 comes before the spin (a choice: weft__wait_begin neither switches
- * nor locks); then, under the spin, o is tried again and, still not ready, the record queued.
- * 0 when o was taken or a waker claimed the wait with 0 (the hand-off), else -ETIMEDOUT,
- * -ECANCELED (or -ENOMEM: the scheduler's timer could not be armed) with the record out of the
- * list. */
+/* The wait protocol on object o for the calling fiber, entered with the spin held after a fast
+ * path found o not ready; releases the spin. weft__wait_begin neither switches nor locks, so it
+ * runs under the spin: nothing changes between the failed try and the queued record. 0 when a
+ * waker claimed the wait with 0 (the hand-off), else -ETIMEDOUT, -ECANCELED (or -ENOMEM: the
+ * scheduler's timer could not be armed) with the record out of the list. */
 static int wait_on(struct wobj *o, weft__fiber *self, enum weft_wait_reason reason, const void *pub,
-                   int64_t deadline, take_fn *take)
+                   int64_t deadline)
 {
-	if (deadline_passed(deadline))
-		return -ETIMEDOUT;
-	uint64_t tok = weft__wait_begin(self, reason, pub);
-	if (tok == 0)
-		return -ECANCELED;
-	struct waiter w = {.fiber = self, .tok = tok};
-	weft__spin_lock(&o->lock);
-	if (take(o, self)) {
+	if (deadline_passed(deadline)) {
 		weft__spin_unlock(&o->lock);
-		wait_undo(self, tok);
-		return 0;
+		return -ETIMEDOUT;
 	}
+	uint64_t tok = weft__wait_begin(self, reason, pub);
+	if (tok == 0) {
+		weft__spin_unlock(&o->lock);
+		return -ECANCELED;
+	}
+	struct waiter w = {.fiber = self, .tok = tok};
 	enqueue(o, &w);
 	weft__spin_unlock(&o->lock);
 
@@ -353,20 +334,15 @@ static void unlock_owned(struct mutex *m)
 static void lock_uncancellable(struct mutex *m, weft__fiber *self)
 {
 	weft__spin_lock(&m->o.lock);
-	bool taken = mutex_take(&m->o, self);
-	weft__spin_unlock(&m->o.lock);
-	if (taken)
-		return;
-	uint64_t tok = weft__wait_begin(self, WEFT_WAIT_MUTEX | WEFT__WAIT_NOCANCEL, m);
-	WEFT__ASSERT(tok != 0);
-	struct waiter w = {.fiber = self, .tok = tok};
-	weft__spin_lock(&m->o.lock);
 	if (mutex_take(&m->o, self)) {
 		weft__spin_unlock(&m->o.lock);
-		wait_undo(self, tok);
 		return;
 	}
 	WEFT__ASSERT(m->owner != self);
+	/* no switch, no lock: under the spin (see wait_on) */
+	uint64_t tok = weft__wait_begin(self, WEFT_WAIT_MUTEX | WEFT__WAIT_NOCANCEL, m);
+	WEFT__ASSERT(tok != 0);
+	struct waiter w = {.fiber = self, .tok = tok};
 	enqueue(&m->o, &w);
 	weft__spin_unlock(&m->o.lock);
 	int r = weft__wait_park(self, tok, WEFT_FOREVER);
@@ -382,14 +358,16 @@ int weft_fmutex_lock(weft_fmutex *pm, int64_t deadline)
 		return -EPERM;
 	struct mutex *m = mutex_of(pm);
 	weft__spin_lock(&m->o.lock);
-	bool taken = mutex_take(&m->o, self), mine = m->owner == self;
-	weft__spin_unlock(&m->o.lock);
-	if (taken)
+	if (mutex_take(&m->o, self)) {
+		weft__spin_unlock(&m->o.lock);
 		return 0;
-	if (mine)
+	}
+	if (m->owner == self) {
+		weft__spin_unlock(&m->o.lock);
 		return -EDEADLK;
-	/* 0: taken on the second look, or the unlocker made us the owner (M3) */
-	return wait_on(&m->o, self, WEFT_WAIT_MUTEX, pm, deadline, mutex_take);
+	}
+	/* 0: the unlocker made us the owner (M3) */
+	return wait_on(&m->o, self, WEFT_WAIT_MUTEX, pm, deadline);
 }
 
 int weft_fmutex_trylock(weft_fmutex *pm)
@@ -544,12 +522,12 @@ int weft_fsem_acquire(weft_fsem *ps, int64_t deadline)
 		return -EPERM;
 	struct sem *s = sem_of(ps);
 	weft__spin_lock(&s->o.lock);
-	bool taken = sem_take(&s->o, self);
-	weft__spin_unlock(&s->o.lock);
-	if (taken)
+	if (sem_take(&s->o, self)) {
+		weft__spin_unlock(&s->o.lock);
 		return 0;
-	/* 0: a permit on the second look, or release handed us one */
-	return wait_on(&s->o, self, WEFT_WAIT_SEM, ps, deadline, sem_take);
+	}
+	/* 0: release handed us a permit */
+	return wait_on(&s->o, self, WEFT_WAIT_SEM, ps, deadline);
 }
 
 int weft_fsem_tryacquire(weft_fsem *ps)
@@ -643,11 +621,11 @@ int weft_waitgroup_wait(weft_waitgroup *pwg, int64_t deadline)
 		return -EPERM;
 	struct wgroup *g = wg_of(pwg);
 	weft__spin_lock(&g->o.lock);
-	bool zero = wg_zero(&g->o, self);
-	weft__spin_unlock(&g->o.lock);
-	if (zero)
+	if (wg_zero(&g->o, self)) {
+		weft__spin_unlock(&g->o.lock);
 		return 0;
-	return wait_on(&g->o, self, WEFT_WAIT_WAITGROUP, pwg, deadline, wg_zero);
+	}
+	return wait_on(&g->o, self, WEFT_WAIT_WAITGROUP, pwg, deadline);
 }
 
 int weft_waitgroup_destroy(weft_waitgroup *pwg)

@@ -27,9 +27,11 @@ const char *__tsan_default_options(void)
 }
 #endif
 
+/* 20 s, scaled (sanitizer and valgrind runs on a loaded machine are many times slower) */
 static void join_all(weft_sched *s)
 {
-	ASSERT_OK(weft_scope_join(weft_sched_root(s), weft_deadline_in(WEFT_SEC(20))));
+	ASSERT_OK(weft_scope_join(weft_sched_root(s),
+	                          weft_deadline_in((int64_t)(20e9 * th_scale()))));
 }
 
 /* ---- arguments --------------------------------------------------------------------------- */
