@@ -12,9 +12,12 @@
  * reports a deadlock within two scan periods: every thread in the cycle, the lock each waits for
  * and who owns it, and each thread's stack captured on that thread. It also reports a thread
  * relocking a mutex it holds, lock waits longer than a threshold, condition waits that never end,
- * and the death of a robust mutex's owner. In prediction mode it keeps lock classes and the order
- * in which they are taken, and reports a lock-order inversion the first time it happens, before the
- * thread blocks, with both acquisition stacks, whether or not the run deadlocks.
+ * and the death of a robust mutex's owner. A wait that ends by itself (a timed lock, a relock
+ * that returns EDEADLK) is reported all the same, marked as such (weft_watch_report.ends), and
+ * the on_deadlock action is kept for the waits that cannot end. In prediction mode it keeps lock
+ * classes and the order in which they are taken, and reports a lock-order inversion the first time
+ * it happens, before the thread blocks, with both acquisition stacks, whether or not the run
+ * deadlocks.
  *
  * Reports go to a callback, the metrics registry, JSON lines and readable text (symbolized stacks),
  * always from the watchdog thread. The library never prints on its own: text goes only to a file
@@ -46,8 +49,8 @@ typedef enum weft_watch_lock_kind {
 } weft_watch_lock_kind;
 
 typedef enum weft_watch_event {
-	WEFT_WATCH_DEADLOCK = 1,  /* a cycle in the wait-for graph, confirmed on two scans */
-	WEFT_WATCH_SELF_DEADLOCK, /* a thread waits for a mutex it holds itself */
+	WEFT_WATCH_DEADLOCK = 1,  /* a cycle in the wait-for graph, every edge of it proven */
+	WEFT_WATCH_SELF_DEADLOCK, /* a thread waits for a lock it holds itself */
 	WEFT_WATCH_INVERSION,     /* prediction: two lock classes taken in both orders */
 	WEFT_WATCH_LONG_WAIT,  /* a lock wait longer than long_wait_ns (reported once per wait) */
 	WEFT_WATCH_COND_WAIT,  /* a condition wait longer than cond_wait_ns (once per wait) */
@@ -74,10 +77,25 @@ typedef struct weft_watch_thread {
 	pid_t owner_tid;                /* who owns it (0: unknown or no single owner) */
 	int64_t waited_ns;              /* how long it has waited */
 	void *wait_site;                /* the return address of the lock call */
-	int nholds; /* locks known to be held (the cycle's; all in prediction mode) */
+	/* Locks known to be held: in a DEADLOCK, the lock the previous thread of the cycle waits
+	 * for; in a SELF_DEADLOCK or OWNER_DIED, the lock itself (and, in prediction mode, every
+	 * lock the thread holds); in a LONG_WAIT or COND_WAIT, the rwlocks it holds. Not every
+	 * lock the thread holds: the watchdog sees only what the waits publish. */
+	int nholds;
 	const void *holds[WEFT_WATCH_MAX_HOLDS];
 	int nstack; /* its stack, captured on that thread (0: not available) */
 	void *stack[WEFT_WATCH_MAX_FRAMES];
+	/* The wait's CLOCK_MONOTONIC deadline (a timed lock or condition wait), 0 if it has none:
+	 * a wait with a deadline ends by itself then. */
+	int64_t deadline_ns;
+	/* The lock call returned this error instead of waiting (EDEADLK: an error checking relock,
+	 * an rdlock under one's own wrlock), 0 otherwise. */
+	int error;
+	/* COND waits: the mutex given to the wait (which the thread retakes inside the call). */
+	const void *cond_mutex;
+	/* 1: `stack` is the first stack captured at wait_site (condition waits capture the stack
+	 * once per call site), not this wait's own. */
+	int stack_from_site;
 } weft_watch_thread;
 
 /* One acquisition of a lock-order inversion: while holding `held` (class held_class), the thread
@@ -102,15 +120,21 @@ typedef struct weft_watch_report {
 	/* INVERSION: order[0] is the earlier acquisition (first seen), order[1] the one now,
 	 * reversed */
 	weft_watch_order order[2];
+	/* DEADLOCK, SELF_DEADLOCK: 1 if the wait ends by itself: the lock call returned an error
+	 * (threads[0].error) or a thread of the cycle has a deadline (deadline_ns). The cycle was
+	 * real when found, but the on_deadlock action (abort, exit) is taken only when 0. */
+	int ends;
 } weft_watch_report;
 
 /* Readable text for a report, stacks symbolized (several lines, ends in '\n'); malloc'd. */
 WEFT_API int weft_watch_report_text(const weft_watch_report *r, char **ret_text);
 /* One JSON object for a report, one line, no newline; malloc'd. Fields: "event", "seq", "time_ns",
- * "pid", "threads": [{"pid", "tid", "name", "wait_kind", "waits_for", "lock_name", "owner_tid",
- * "waited_ns", "wait_site", "holds", "stack": [{"pc", "func", "file", "line"}]}],
- * "more_threads", and for an inversion "order": [{"tid", "held", "acquired", "held_class",
- * "acquired_class", "held_name", "acquired_name", "stack"}]. */
+ * "pid", "ends" (true/false), "threads": [{"pid", "tid", "name", "wait_kind", "waits_for",
+ * "lock_name", "owner_tid", "waited_ns", "wait_site", "deadline_ns" (null if none), "error"
+ * (e.g. "EDEADLK", null if none), "cond_mutex" (null if none), "holds", "stack_from_site",
+ * "stack": [{"pc", "func", "file", "line"}]}], "more_threads", and for an inversion "order":
+ * [{"tid", "held", "acquired", "held_class", "acquired_class", "held_name", "acquired_name",
+ * "stack"}]. */
 WEFT_API int weft_watch_report_json(const weft_watch_report *r, char **ret_json);
 
 /* ------------------------------------------------------------------------------------------------
@@ -128,20 +152,23 @@ typedef struct weft_watch_options {
 	int64_t cond_wait_ns; /* report condition waits longer than this; 0: 60 s; -1: never */
 	int predict;          /* nonzero: prediction mode (lock classes, order graph) */
 	int profile_sample;   /* hold times sampled 1 in N acquisitions; 0: no hold sampling */
-	weft_watch_action on_deadlock; /* for DEADLOCK and SELF_DEADLOCK */
+	weft_watch_action on_deadlock; /* for DEADLOCK and SELF_DEADLOCK that cannot end */
 	int exit_code;                 /* for WEFT_WATCH_ACTION_EXIT; 0: 86 */
 	void (*on_report)(const weft_watch_report *r, void *arg); /* on the watchdog thread */
 	void *arg;
 	weft_metrics
 	        *metrics; /* counters weft_watch_reports_total{event=...}, gauges; NULL: none */
-	int json_fd;      /* > 0: write each report as a JSON line here */
-	int text_fd;      /* > 0: write each report as text here (e.g. 2 for stderr) */
-	int shm_fd;       /* > 0: a shared registry (weft_watch_shm_create) for cross-process
-	                     cycles; the process's waits on process-shared locks go there */
+	/* > 0: write each report as a JSON line here. The file it is at start is the one written
+	 * to: if the program closes the fd and the number comes back for another file, the output
+	 * stops (counted in weft_watch_counts.lost_output). */
+	int json_fd;
+	int text_fd; /* > 0: write each report as text here (e.g. 2 for stderr); as json_fd */
+	int shm_fd;  /* > 0: a shared registry (weft_watch_shm_create) for cross-process
+	                cycles; the process's waits on process-shared locks go there */
 } weft_watch_options;
 
 /* Start the monitor (its watchdog thread). -EALREADY if it runs, -EINVAL for an option out of
- * range, -ENOMEM, -EAGAIN (thread). */
+ * range, -EBADF for a json_fd or text_fd that is not open, -ENOMEM, -EAGAIN (thread). */
 WEFT_API int weft_watch_start(const weft_watch_options *o);
 /* Stop it: join the watchdog, emit what is queued. Locks keep working (unrecorded). */
 WEFT_API void weft_watch_stop(void);
@@ -150,6 +177,9 @@ WEFT_API void weft_watch_stop(void);
 typedef struct weft_watch_counts {
 	uint64_t by_event[WEFT_WATCH_EVENT_COUNT];
 	uint64_t dropped; /* reports lost because the queue to the watchdog was full */
+	/* report outputs not written (JSON or text): the fd no longer was the file it was at
+	 * start; the output stops there */
+	uint64_t lost_output;
 } weft_watch_counts;
 WEFT_API int weft_watch_get_counts(weft_watch_counts *ret);
 

@@ -65,15 +65,20 @@ struct weft__watch_op {
 
 /* Wait as described above until `deadline` (CLOCK_MONOTONIC ns, -1: forever). Returns the last
  * result of op->timed: 0, a positive errno, or ETIMEDOUT once `deadline` has passed. A thread that
- * waits for a mutex it owns (op->owner gives its own tid) is reported as a self-deadlock at once
- * (the wait then goes on: the lock's semantics decide). Works (unrecorded) when the monitor is
- * off. */
+ * waits for a lock it owns (op->owner gives its own tid) is reported as a self-deadlock after its
+ * first slice (the lock's semantics decide what the wait does): marked as ending by itself when
+ * the call returned an error (EDEADLK) or has a deadline; only an untimed wait still waiting
+ * after the slice is one that cannot end. Works (unrecorded) when the monitor is off. A wait
+ * started while another of the same thread is being recorded (a signal handler's) is not
+ * recorded. */
 int weft__watch_wait(const struct weft__watch_op *op, int64_t deadline);
 
 /* Condition waits cannot be sliced (a wait that timed out and waited again could miss a signal
  * sent without the mutex held), so they are bracketed: begin records the wait (the condvar, the
- * mutex, the site) and captures the stack on this thread; end closes it. A cond wait older than
- * cond_wait_ns is reported once. The token is opaque; pass it back to end. */
+ * mutex, the site) and its stack: captured on this thread the first time at this call site, the
+ * site's first stack afterwards (a full capture per wait would cost microseconds in a
+ * producer/consumer loop); end closes it. A cond wait older than cond_wait_ns is reported once.
+ * The token is opaque (0: not recorded); pass it back to end. */
 uint64_t weft__watch_cond_begin(const void *cond, const void *mutex, void *site);
 void weft__watch_cond_end(uint64_t token);
 
@@ -107,9 +112,14 @@ int weft__watch_stack(void **frames, int max, int skip, void *site);
 pid_t weft__watch_tid(void);
 
 /* Monotonic nanoseconds, and the conversion of a CLOCK_REALTIME timespec deadline (as
- * pthread_mutex_timedlock takes) to a CLOCK_MONOTONIC ns deadline. */
+ * pthread_mutex_timedlock takes) to a CLOCK_MONOTONIC ns deadline: 0 for a time already past,
+ * -1 (forever) for one too far to represent (tv_sec = LONG_MAX, as programs write "never"). */
 int64_t weft__watch_now(void);
 int64_t weft__watch_realtime_to_mono(const struct timespec *abstime);
+
+/* Tests only: called inside the recording of a wait, between the stores of its fields and the
+ * one that publishes it (NULL: nothing). */
+extern void (*weft__watch_test_hook)(void);
 
 /* ---- prediction (predict.c) ----
  *

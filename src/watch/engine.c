@@ -15,11 +15,17 @@
  * a record whose process is gone (kill(pid, 0) == ESRCH) is freed by any process's watchdog.
  *
  * The wait protocol (weft__watch_wait), on the waiting thread:
- *   1. wseq = 0 already; write lock, kind, site, start, owner (seq_cst stores);
+ *   1. wseq = 0 already; write lock, kind, site, start, deadline, owner, owner_ns (seq_cst
+ *      stores); start is read on entry to the lock call's wait, owner_ns just before the owner
+ *      is read from the lock;
  *   2. wseq = ++nextseq (seq_cst): the wait is published;
- *   3. wait in slices of op->timed; after each slice that timed out, owner = op->owner(lock);
- *      after the first, the stack (frames, nstack, then stack_seq = wseq);
+ *   3. wait in slices of op->timed; after each slice that timed out, owner_ns' = now, owner =
+ *      op->owner(lock), stored owner first, then owner_ns; after the first slice, the stack
+ *      (frames, nstack, then stack_seq = wseq);
  *   4. wseq = 0 (seq_cst): the wait is over.
+ * Re-entrancy: a per-thread nesting count, raised (with a signal fence) before any field is
+ * written; a wait that starts while it is raised (a signal handler's, interrupting the
+ * recording of another) is not recorded, so the outer wait's fields are never overwritten.
  * The watchdog reads wseq, the fields, then wseq again (all seq_cst): if both reads give the same
  * nonzero value, the fields belong to that wait: a field written by a later wait of the record
  * comes after a store of wseq = 0 in the single total order, so the second read would not see
@@ -34,15 +40,34 @@
  *    shm (both seq_cst): either the thread sees no registry, or stop sees the user and keeps
  *    the mapping.
  *
- * Cycles. Every scan builds the wait-for graph from the snapshots: a mutex or rwlock wait -> the
- * published owner; an rwlock wait -> the holders listed in other records' held-rwlock lists
- * (writers only for a read wait). Cycles are found by depth-first search. A cycle is keyed by a
- * hash of (pid, tid, wait number, next tid) in a canonical rotation; it is reported when its key
- * was also seen on the previous scan (so every thread in it waited the same wait across a whole
- * scan period, with the same owners: a cycle is reported within two scan periods of forming) and
- * only once (a ring of reported keys). A process reports only cycles holding one of its threads.
- * A confirmed cycle waits up to STACK_GRACE_SCANS scans in all for the stacks of its threads
- * (each captures its own after its first slice), then goes without the missing ones.
+ * Cycles. Every scan builds the wait-for graph from the snapshots, with proven edges only:
+ *  - X -> Y when X's published owner is Y and X's owner_ns >= Y's start. Proof: X read Y as the
+ *    owner at a time t >= owner_ns >= Y.start, so Y owned the lock at t while already inside
+ *    its own lock call; a thread blocked in a lock call releases nothing, so Y still owns it
+ *    for as long as that wait of Y lasts. An owner published before Y started waiting proves
+ *    nothing: Y may have released the lock and then blocked elsewhere (the stale-owner case:
+ *    the waiter refreshes its owner only once per slice).
+ *  - X -> Y (rwlock waits) when Y's held-rwlock list, read while Y waits (wseq the same before
+ *    and after the read), holds the lock X waits for (writers only for a read wait): Y's list
+ *    does not change while Y is blocked.
+ * Cycles are found by depth-first search; before a report every thread of the cycle is checked
+ * to be still in the wait of its snapshot (wseq unchanged). Then every edge held at that moment
+ * together: the cycle was real (for untimed waits, a deadlock for good). One scan is enough, no
+ * confirmation on a second: a cycle is reported on the first scan at which each waiter has
+ * refreshed its owner after the owner began to wait, i.e. within a slice (scan/2) and a scan
+ * period of forming, within two scan periods. A cycle is keyed by a hash of (pid, tid, wait
+ * number, next tid) in a canonical rotation and reported once (a ring of reported keys). A
+ * process reports only cycles holding one of its threads. A found cycle waits up to
+ * STACK_GRACE_SCANS scans in all for the stacks of its threads (each captures its own after its
+ * first slice), then goes without the missing ones.
+ * A cycle with a timed wait in it (deadline) is reported with `ends` set: it breaks by itself,
+ * so the deadlock action is not taken; so is a self-wait whose call returned an error
+ * (EDEADLK) or has a deadline.
+ *
+ * Condition waits are not sliced: a thread woken from one retakes the mutex inside glibc,
+ * where the monitor cannot see it wait (the record still says COND). A deadlock through that
+ * re-lock is not found as a cycle; the long-wait report of a thread whose owner is in a
+ * condition wait names the condvar and its mutex instead.
  *
  * The report queue is a bounded MPSC ring (each slot has a sequence word: producers claim a
  * position with a CAS on the tail, fill the slot, then publish with a release store; the watchdog
@@ -103,9 +128,13 @@ struct rec {
 	_Atomic uintptr_t lock;
 	_Atomic uint32_t kind;
 	_Atomic int32_t owner;
+	_Atomic int64_t owner_ns; /* when owner was read (taken just before the read) */
 	_Atomic int64_t start;
+	_Atomic int64_t deadline; /* the wait's deadline (CLOCK_MONOTONIC), -1 none */
+	_Atomic uintptr_t aux;    /* COND: the mutex of the wait */
 	_Atomic uintptr_t site;
-	_Atomic uint64_t stack_seq; /* the wait the stack belongs to */
+	_Atomic uint64_t stack_seq;  /* the wait the stack belongs to */
+	_Atomic uint32_t stack_site; /* 1: the stack is the site's first (condition waits) */
 	_Atomic int32_t nstack;
 	_Atomic uintptr_t stack[WEFT_WATCH_MAX_FRAMES];
 	_Atomic uint64_t name[2];
@@ -134,6 +163,11 @@ static __thread pid_t my_tid;
 static __thread struct rec *my_rec;
 static __thread struct rec *my_srec;
 static __thread uint32_t my_srec_gen;
+static __thread int nest;        /* waits of this thread being recorded (see re-entrancy) */
+static __thread int shm_waiting; /* this thread counts itself in shm_users for a wait */
+static __thread int64_t name_at; /* when the thread's name was last read into its records */
+
+void (*weft__watch_test_hook)(void);
 
 static pthread_key_t rec_key;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -150,7 +184,8 @@ static _Atomic uint64_t ring_tail, ring_head;
 static _Atomic uint64_t report_seq;
 static _Atomic uint64_t counts[WEFT_WATCH_EVENT_COUNT];
 static _Atomic uint64_t dropped;
-static _Atomic uint64_t unrecorded; /* waits not recorded: table full */
+static _Atomic uint64_t lost_output; /* report outputs not written: the fd changed files */
+static _Atomic uint64_t unrecorded;  /* waits not recorded: table full */
 static _Atomic uint32_t wake_word;
 
 /* ---- the profile ---- */
@@ -163,7 +198,15 @@ struct prof {
 	_Atomic uint64_t hold_samples;
 	_Atomic int64_t hold_total, hold_max;
 };
+/* The first stack captured at a call site, for condition waits (stack_state: 0 none, 1 being
+ * written by the thread that won the CAS, 2 ready, then never changed until a new session). */
+struct prof_stack {
+	_Atomic uint32_t stack_state;
+	_Atomic uint32_t nstack;
+	_Atomic uintptr_t stack[WEFT_WATCH_MAX_FRAMES];
+};
 static struct prof *prof;
+static struct prof_stack *prof_stacks; /* PROF_CAP, parallel to prof */
 static _Atomic uint64_t prof_full;
 static __thread int hold_countdown;
 static __thread const void *hold_lock;
@@ -185,13 +228,22 @@ static weft_gauge *m_waits, *m_records;
 static weft_counter *m_dropped, *m_unrecorded;
 static uint64_t m_dropped_seen, m_unrecorded_seen;
 
+/* An output fd and the file it was at start: written only while it still is that file. */
+struct out {
+	int fd; /* 0: none */
+	int dead;
+	dev_t dev;
+	ino_t ino;
+};
+static struct out out_json, out_text;
+
 /* ---- the watchdog's scratch (allocated at start) ---- */
 struct node {
 	pid_t pid, tid, owner;
 	uint32_t kind;
 	uint64_t wseq;
-	uintptr_t lock, site;
-	int64_t start;
+	uintptr_t lock, site, aux;
+	int64_t start, deadline, owner_ns;
 	struct rec *rec; /* a record of this process, or the shared one of another */
 	int own;
 	int nedge;
@@ -202,6 +254,7 @@ struct hold {
 	uintptr_t lock;
 	pid_t tid;
 	int write;
+	uint64_t wseq; /* the holder's wait during which the list was read */
 };
 static struct node *nodes;
 static struct hold *holds;
@@ -230,9 +283,16 @@ int64_t weft__watch_realtime_to_mono(const struct timespec *abstime)
 {
 	struct timespec rt;
 	clock_gettime(CLOCK_REALTIME, &rt);
-	int64_t d = ((int64_t)abstime->tv_sec - rt.tv_sec) * 1000000000 +
-	            (abstime->tv_nsec - rt.tv_nsec);
-	int64_t r = weft__watch_now() + d;
+	int64_t now = weft__watch_now();
+	/* whole seconds from now, checked: tv_sec may be anything (LONG_MAX for "never") */
+	int64_t secs;
+	if (__builtin_sub_overflow((int64_t)abstime->tv_sec, (int64_t)rt.tv_sec, &secs))
+		return abstime->tv_sec > 0 ? -1 : 0;
+	if (secs > (INT64_MAX - now) / 1000000000 - 2)
+		return -1; /* beyond what int64 ns can hold: forever */
+	if (secs < -(now / 1000000000) - 2)
+		return 0;
+	int64_t r = now + secs * 1000000000 + ((int64_t)abstime->tv_nsec - rt.tv_nsec);
 	return r < 0 ? 0 : r;
 }
 
@@ -307,6 +367,18 @@ static void rec_set_name(struct rec *r)
 	memcpy(w, name, 16);
 	atomic_store_explicit(&r->name[0], w[0], memory_order_relaxed);
 	atomic_store_explicit(&r->name[1], w[1], memory_order_relaxed);
+}
+
+/* The thread's name into its records at most once a second (a prctl per wait would cost more
+ * than the rest of a condition wait's recording); `force` at claim. */
+static void rec_refresh_name(struct rec *r, struct rec *s, int64_t now, int force)
+{
+	if (!force && name_at && now - name_at < 1000000000)
+		return;
+	name_at = now;
+	rec_set_name(r);
+	if (s)
+		rec_set_name(s);
 }
 
 static void rec_get_name(struct rec *r, char out[16])
@@ -400,7 +472,9 @@ static void rec_release(struct rec *r)
 	atomic_store(&r->state, 0);
 }
 
-/* At thread exit (the __thread variables are still there when key destructors run). */
+/* At thread exit (the __thread variables are still there when key destructors run). A thread
+ * cancelled inside a wait (sem_clockwait is a cancellation point) never ran end_wait: its
+ * records are released here and its count in shm_users given back. */
 static void key_destructor(void *v)
 {
 	(void)v;
@@ -415,6 +489,11 @@ static void key_destructor(void *v)
 		atomic_fetch_sub(&shm_users, 1);
 		my_srec = NULL;
 	}
+	if (shm_waiting) {
+		shm_waiting = 0;
+		atomic_fetch_sub(&shm_users, 1);
+	}
+	nest = 0;
 }
 
 static void atfork_child(void)
@@ -422,6 +501,8 @@ static void atfork_child(void)
 	my_tid = 0;
 	my_rec = NULL;
 	my_srec = NULL;
+	shm_waiting = 0;
+	nest = 0;
 	hold_lock = NULL;
 	__atomic_store_n(&my_pid, getpid(), __ATOMIC_RELAXED);
 	if (priv)
@@ -594,26 +675,39 @@ static void fill_self(weft_watch_thread *t, weft_watch_lock_kind kind, const voi
 	t->wait_site = site;
 }
 
-/* A report about the calling thread alone, its stack captured here (skip: frames of ours). */
+/* A report about the calling thread alone, its stack captured here (skip: frames of ours).
+ * error: what the lock call returned instead of waiting (0: none); deadline: -1 none. */
 static __attribute__((noinline)) void emit_self(weft_watch_event ev, weft_watch_lock_kind kind,
                                                 const void *lock, const char *lname, pid_t owner,
-                                                void *site, int64_t waited)
+                                                void *site, int64_t waited, int error,
+                                                int64_t deadline)
 {
 	weft_watch_report r;
-	memset(&r, 0, offsetof(weft_watch_report, threads));
+	memset(&r, 0, sizeof(r));
 	r.event = ev;
 	r.nthreads = 1;
-	fill_self(&r.threads[0], kind, lock, lname, owner, site);
-	r.threads[0].waited_ns = waited;
+	weft_watch_thread *t = &r.threads[0];
+	fill_self(t, kind, lock, lname, owner, site);
+	t->waited_ns = waited;
+	t->error = error;
+	t->deadline_ns = deadline < 0 ? 0 : WEFT__MAX(deadline, 1);
+	r.ends = error != 0 || deadline >= 0;
 	if (kind == WEFT_WATCH_LOCK_MUTEX || kind == WEFT_WATCH_LOCK_WRLOCK ||
 	    kind == WEFT_WATCH_LOCK_RDLOCK) {
 		if (ev == WEFT_WATCH_SELF_DEADLOCK || ev == WEFT_WATCH_OWNER_DIED) {
-			r.threads[0].nholds = 1;
-			r.threads[0].holds[0] = lock;
+			t->nholds = 1;
+			t->holds[0] = lock;
+			/* in prediction mode the thread's held list says the rest */
+			const void *held[WEFT_WATCH_MAX_HOLDS];
+			int n = __atomic_load_n(&weft__watch_predict_on, __ATOMIC_RELAXED)
+			                ? weft__predict_held(held, WEFT_WATCH_MAX_HOLDS)
+			                : 0;
+			for (int i = 0; i < n && t->nholds < WEFT_WATCH_MAX_HOLDS; i++)
+				if (held[i] != lock)
+					t->holds[t->nholds++] = held[i];
 		}
 	}
-	r.threads[0].nstack = weft__watch_stack(r.threads[0].stack, WEFT_WATCH_MAX_FRAMES, 2, site);
-	memset(r.order, 0, sizeof(r.order));
+	t->nstack = weft__watch_stack(t->stack, WEFT_WATCH_MAX_FRAMES, 2, site);
 	weft__watch_emit(&r);
 }
 
@@ -625,64 +719,82 @@ struct wctx {
 	const char *lname;
 };
 
-static void rec_begin(struct rec *r, uint64_t seq, const void *lock, uint32_t kind, void *site,
-                      int64_t start, pid_t owner)
+/* What a wait publishes in its record. */
+struct wfields {
+	const void *lock;
+	uint32_t kind;
+	void *site;
+	int64_t start, deadline, owner_ns;
+	pid_t owner;
+	const void *aux;
+};
+
+static void rec_fields(struct rec *r, const struct wfields *f)
 {
-	atomic_store(&r->lock, (uintptr_t)lock);
-	atomic_store(&r->kind, kind);
-	atomic_store(&r->site, (uintptr_t)site);
-	atomic_store(&r->start, start);
-	atomic_store(&r->owner, owner);
-	atomic_store(&r->wseq, seq);
+	atomic_store(&r->lock, (uintptr_t)f->lock);
+	atomic_store(&r->kind, f->kind);
+	atomic_store(&r->site, (uintptr_t)f->site);
+	atomic_store(&r->start, f->start);
+	atomic_store(&r->deadline, f->deadline);
+	atomic_store(&r->aux, (uintptr_t)f->aux);
+	atomic_store(&r->owner, f->owner);
+	atomic_store(&r->owner_ns, f->owner_ns);
 }
 
-static void begin_wait(struct wctx *w, const void *lock, uint32_t kind, void *site, int pshared,
-                       int64_t start, pid_t owner)
+/* Records the wait; the caller has raised `nest` (and is the only recording on this thread). */
+static void begin_wait(struct wctx *w, const struct wfields *f, int pshared)
 {
 	struct rec *r = my_record();
 	if (!r || atomic_load_explicit(&r->wseq, memory_order_relaxed) != 0)
-		return; /* table full, or a wait inside a wait (a signal handler): not recorded */
+		return; /* table full (or a record left waiting by a cancelled wait): not recorded
+		         */
 	uint64_t seq = atomic_load_explicit(&r->nextseq, memory_order_relaxed) + 1;
 	atomic_store_explicit(&r->nextseq, seq, memory_order_relaxed);
 	w->r = r;
 	w->seq = seq;
 	rec_set_lname(r, w->lname);
-	rec_begin(r, seq, lock, kind, site, start, owner);
+	rec_fields(r, f);
+	void (*hook)(void) = __atomic_load_n(&weft__watch_test_hook, __ATOMIC_RELAXED);
+	if (weft__unlikely(hook != NULL))
+		hook();
+	atomic_store(&r->wseq, seq);
 	if (pshared && atomic_load_explicit(&shm, memory_order_relaxed)) {
 		atomic_fetch_add(&shm_users, 1);
 		struct rec *s = my_shared_record();
 		if (s && atomic_load_explicit(&s->wseq, memory_order_relaxed) == 0) {
 			w->s = s;
+			shm_waiting = 1;
 			rec_set_lname(s, w->lname);
-			rec_begin(s, seq, lock, kind, site, start, owner);
+			rec_fields(s, f);
+			atomic_store(&s->wseq, seq);
 		} else {
 			atomic_fetch_sub(&shm_users, 1);
 		}
 	}
 }
 
-static void store_stack(struct rec *r, uint64_t seq, void *const *frames, int n)
+static void store_stack(struct rec *r, uint64_t seq, void *const *frames, int n, int from_site)
 {
 	atomic_store(&r->stack_seq, 0);
 	for (int i = 0; i < n; i++)
 		atomic_store_explicit(&r->stack[i], (uintptr_t)frames[i], memory_order_relaxed);
 	atomic_store(&r->nstack, n);
+	atomic_store(&r->stack_site, (uint32_t)from_site);
 	atomic_store(&r->stack_seq, seq);
 }
 
-static __attribute__((noinline)) void capture(struct wctx *w)
+/* Captures the stack into the records; returns the frame count (frames filled). */
+static __attribute__((noinline)) int capture(struct wctx *w, void **frames, int64_t now)
 {
-	void *frames[WEFT_WATCH_MAX_FRAMES];
 	/* skip this function and weft__watch_wait (or cond_begin): the first frame is the lock
 	 * function that called the engine */
 	int n = weft__watch_stack(frames, WEFT_WATCH_MAX_FRAMES, 2, w->site);
-	store_stack(w->r, w->seq, frames, n);
-	rec_set_name(w->r);
-	if (w->s) {
-		store_stack(w->s, w->seq, frames, n);
-		rec_set_name(w->s);
-	}
+	store_stack(w->r, w->seq, frames, n, 0);
+	if (w->s)
+		store_stack(w->s, w->seq, frames, n, 0);
+	rec_refresh_name(w->r, w->s, now, 0);
 	w->stacked = 1;
+	return n;
 }
 
 static void end_wait(struct wctx *w)
@@ -691,8 +803,34 @@ static void end_wait(struct wctx *w)
 		atomic_store(&w->r->wseq, 0);
 	if (w->s) {
 		atomic_store(&w->s->wseq, 0);
+		shm_waiting = 0;
 		atomic_fetch_sub(&shm_users, 1);
 	}
+}
+
+static void nest_up(void)
+{
+	nest++;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+static void nest_down(void)
+{
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	nest--;
+}
+
+/* A wait for a lock the thread owns, after its first slice returned r: reported then, with what
+ * we know by now (the call returned an error, it has a deadline, or it waits on for good). A
+ * slice that got the lock after all (someone else unlocked a normal mutex) is no report. */
+static __attribute__((noinline)) void self_wait(const struct weft__watch_op *op, pid_t owner, int r,
+                                                int64_t deadline, int64_t waited)
+{
+	if (r == 0 || r == EOWNERDEAD)
+		return;
+	emit_self(WEFT_WATCH_SELF_DEADLOCK, op->kind, op->lock, op->name, owner, op->site, waited,
+	          r == ETIMEDOUT ? 0 : r, deadline);
+	__asm__ volatile("" ::: "memory"); /* no tail call: emit_self skips this frame */
 }
 
 int weft__watch_wait(const struct weft__watch_op *op, int64_t deadline)
@@ -702,16 +840,27 @@ int weft__watch_wait(const struct weft__watch_op *op, int64_t deadline)
 		restart_dog();
 	struct wctx w = {.site = op->site, .lname = op->name};
 	int64_t start = weft__watch_now();
-	int tried = 0, was_on = 0;
+	int tried = 0, was_on = 0, nested;
+	pid_t self = 0;
 	int r;
+	nest_up();
+	nested = nest > 1;
 	for (;;) {
 		if (!tried && is_on()) {
 			tried = was_on = 1;
+			int64_t seen = weft__watch_now();
 			pid_t owner = op->owner ? op->owner(op->lock) : 0;
 			if (owner != 0 && owner == weft__watch_tid())
-				emit_self(WEFT_WATCH_SELF_DEADLOCK, op->kind, op->lock, op->name,
-				          owner, op->site, 0);
-			begin_wait(&w, op->lock, op->kind, op->site, op->pshared, start, owner);
+				self = owner;
+			struct wfields f = {.lock = op->lock,
+			                    .kind = (uint32_t)op->kind,
+			                    .site = op->site,
+			                    .start = start,
+			                    .deadline = deadline,
+			                    .owner_ns = seen,
+			                    .owner = owner};
+			if (!nested)
+				begin_wait(&w, &f, op->pshared);
 		}
 		int64_t now = weft__watch_now();
 		int64_t end =
@@ -719,20 +868,35 @@ int weft__watch_wait(const struct weft__watch_op *op, int64_t deadline)
 		if (deadline >= 0 && deadline < end)
 			end = deadline;
 		r = op->timed(op->lock, end);
+		if (weft__unlikely(self != 0)) {
+			if (!nested)
+				self_wait(op, self, r, deadline, weft__watch_now() - start);
+			self = 0;
+		}
 		if (r != ETIMEDOUT || end == deadline)
 			break;
 		if (w.r) {
 			if (op->owner) {
+				/* the time first, then the owner; stored owner first, then the
+				 * time: a reader that loads owner_ns then owner never pairs an old
+				 * owner with a newer time */
+				int64_t seen = weft__watch_now();
 				pid_t o = op->owner(op->lock);
 				atomic_store(&w.r->owner, o);
-				if (w.s)
+				atomic_store(&w.r->owner_ns, seen);
+				if (w.s) {
 					atomic_store(&w.s->owner, o);
+					atomic_store(&w.s->owner_ns, seen);
+				}
 			}
-			if (!w.stacked)
-				capture(&w);
+			if (!w.stacked) {
+				void *frames[WEFT_WATCH_MAX_FRAMES];
+				capture(&w, frames, now);
+			}
 		}
 	}
 	end_wait(&w);
+	nest_down();
 	if (was_on)
 		prof_wait(op->lock, op->kind, op->site, weft__watch_now() - start,
 		          r == 0 || r == EOWNERDEAD);
@@ -740,20 +904,65 @@ int weft__watch_wait(const struct weft__watch_op *op, int64_t deadline)
 	return r;
 }
 
+/* A condition wait's stack: the site's first one when there is one (copied: a few dozen stores),
+ * else captured here, and kept for the site by the thread that wins the CAS. */
+static void cond_stack(struct wctx *w, int64_t now)
+{
+	struct prof *e = prof_entry(w->site);
+	struct prof_stack *ps = e ? &prof_stacks[e - prof] : NULL;
+	uint32_t st = ps ? atomic_load_explicit(&ps->stack_state, memory_order_acquire) : 0;
+	if (ps && st == 2) {
+		void *frames[WEFT_WATCH_MAX_FRAMES];
+		int n = (int)atomic_load_explicit(&ps->nstack, memory_order_relaxed);
+		n = WEFT__MIN(n, WEFT_WATCH_MAX_FRAMES);
+		for (int i = 0; i < n; i++)
+			frames[i] =
+			        (void *)atomic_load_explicit(&ps->stack[i], memory_order_relaxed);
+		store_stack(w->r, w->seq, frames, n, 1);
+		rec_refresh_name(w->r, NULL, now, 0);
+		w->stacked = 1;
+		return;
+	}
+	void *frames[WEFT_WATCH_MAX_FRAMES];
+	int n = capture(w, frames, now);
+	if (ps && st == 0 && n > 0 &&
+	    atomic_compare_exchange_strong(&ps->stack_state, &(uint32_t){0}, 1)) {
+		for (int i = 0; i < n; i++)
+			atomic_store_explicit(&ps->stack[i], (uintptr_t)frames[i],
+			                      memory_order_relaxed);
+		atomic_store_explicit(&ps->nstack, (uint32_t)n, memory_order_relaxed);
+		atomic_store_explicit(&ps->stack_state, 2, memory_order_release);
+	}
+}
+
 uint64_t weft__watch_cond_begin(const void *cond, const void *mutex, void *site)
 {
 	if (!is_on())
 		return 0;
+	nest_up();
+	if (nest > 1) {
+		nest_down();
+		return 0;
+	}
 	int e = errno;
 	if (weft__unlikely(atomic_load_explicit(&need_restart, memory_order_relaxed)))
 		restart_dog();
 	struct wctx w = {.site = site};
-	begin_wait(&w, cond, WEFT_WATCH_LOCK_COND, site, 0, weft__watch_now(), 0);
-	(void)mutex;
+	int64_t now = weft__watch_now();
+	struct wfields f = {.lock = cond,
+	                    .kind = WEFT_WATCH_LOCK_COND,
+	                    .site = site,
+	                    .start = now,
+	                    .deadline = -1,
+	                    .owner_ns = now,
+	                    .aux = mutex};
+	begin_wait(&w, &f, 0);
 	uint64_t token = 0;
 	if (w.r) {
-		capture(&w);
+		cond_stack(&w, now);
 		token = w.seq;
+	} else {
+		nest_down();
 	}
 	errno = e;
 	return token;
@@ -761,8 +970,11 @@ uint64_t weft__watch_cond_begin(const void *cond, const void *mutex, void *site)
 
 void weft__watch_cond_end(uint64_t token)
 {
+	if (!token)
+		return;
+	nest_down();
 	struct rec *r = my_rec;
-	if (!token || !r || atomic_load_explicit(&r->wseq, memory_order_relaxed) != token)
+	if (!r || atomic_load_explicit(&r->wseq, memory_order_relaxed) != token)
 		return;
 	int64_t ns = weft__watch_now() - atomic_load_explicit(&r->start, memory_order_relaxed);
 	atomic_store(&r->wseq, 0);
@@ -806,7 +1018,7 @@ void weft__watch_owner_died(const void *lock, void *site)
 {
 	if (!is_on())
 		return;
-	emit_self(WEFT_WATCH_OWNER_DIED, WEFT_WATCH_LOCK_MUTEX, lock, NULL, 0, site, 0);
+	emit_self(WEFT_WATCH_OWNER_DIED, WEFT_WATCH_LOCK_MUTEX, lock, NULL, 0, site, 0, 0, -1);
 	__asm__ volatile("" ::: "memory"); /* no tail call: emit_self skips this frame */
 }
 
@@ -865,6 +1077,16 @@ static void text_secs(weft__buf *b, int64_t ns)
 	weft__buf_printf(b, "%.3f s", (double)ns / 1e9);
 }
 
+/* "EDEADLK" for an errno value, "error N" when unknown */
+static void text_errno(weft__buf *b, int err)
+{
+	const char *name = strerrorname_np(err);
+	if (name)
+		weft__buf_puts(b, name);
+	else
+		weft__buf_printf(b, "error %d", err);
+}
+
 static void text_thread(weft__buf *b, weft_symbolizer *s, const weft_watch_report *r,
                         const weft_watch_thread *t)
 {
@@ -879,11 +1101,20 @@ static void text_thread(weft__buf *b, weft_symbolizer *s, const weft_watch_repor
 		if (t->lock_name[0])
 			weft__buf_printf(b, " \"%.23s\"", t->lock_name);
 		weft__buf_printf(b, " %p", t->waits_for);
+		if (t->cond_mutex)
+			weft__buf_printf(b, " with mutex %p", t->cond_mutex);
 		if (t->owner_tid)
 			weft__buf_printf(b, " owned by thread %d", (int)t->owner_tid);
 		if (t->waited_ns > 0) {
 			weft__buf_puts(b, " for ");
 			text_secs(b, t->waited_ns);
+		}
+		if (t->error) {
+			weft__buf_puts(b, " (the call returned ");
+			text_errno(b, t->error);
+			weft__buf_putc(b, ')');
+		} else if (t->deadline_ns > 0) {
+			weft__buf_puts(b, " (ends at its deadline)");
 		}
 	}
 	weft__buf_putc(b, '\n');
@@ -898,7 +1129,9 @@ static void text_thread(weft__buf *b, weft_symbolizer *s, const weft_watch_repor
 			weft__buf_printf(b, " %p", t->holds[i]);
 		weft__buf_putc(b, '\n');
 	}
-	weft__buf_puts(b, "    stack:\n");
+	weft__buf_puts(b, t->stack_from_site && t->nstack > 0
+	                          ? "    stack (the first one seen at this call site):\n"
+	                          : "    stack:\n");
 	text_stack(b, s, t->stack, t->nstack);
 }
 
@@ -935,6 +1168,18 @@ static int report_text(const weft_watch_report *r, weft_symbolizer *s, char **re
 		text_thread(&b, s, r, &r->threads[i]);
 	if (r->more_threads > 0)
 		weft__buf_printf(&b, "  ... and %d more threads\n", r->more_threads);
+	if ((r->event == WEFT_WATCH_DEADLOCK || r->event == WEFT_WATCH_SELF_DEADLOCK) && r->ends)
+		weft__buf_puts(&b, "  this wait ends by itself: no deadlock action is taken\n");
+	if (r->event == WEFT_WATCH_LONG_WAIT && n == 2 &&
+	    r->threads[1].wait_kind == WEFT_WATCH_LOCK_COND)
+		weft__buf_printf(
+		        &b,
+		        "  its owner, thread %d, is in a condition wait on %p with mutex "
+		        "%p: if it was woken, it may be blocked retaking that mutex inside "
+		        "the wait, which the monitor cannot see (a deadlock if thread %d "
+		        "holds it)\n",
+		        (int)r->threads[1].tid, r->threads[1].waits_for, r->threads[1].cond_mutex,
+		        (int)r->threads[0].tid);
 	if (r->event == WEFT_WATCH_INVERSION) {
 		for (int i = 0; i < 2; i++) {
 			const weft_watch_order *o = &r->order[i];
@@ -1010,8 +1255,8 @@ static int report_json(const weft_watch_report *r, weft_symbolizer *s, char **re
 	weft__buf b = WEFT__BUF_INIT;
 	weft__buf_puts(&b, "{\"event\":");
 	weft__buf_json_str(&b, weft_watch_event_name(r->event));
-	weft__buf_printf(&b, ",\"seq\":%" PRIu64 ",\"time_ns\":%" PRId64 ",\"pid\":%d", r->seq,
-	                 r->time_ns, (int)getpid());
+	weft__buf_printf(&b, ",\"seq\":%" PRIu64 ",\"time_ns\":%" PRId64 ",\"pid\":%d,\"ends\":%s",
+	                 r->seq, r->time_ns, (int)getpid(), r->ends ? "true" : "false");
 	weft__buf_puts(&b, ",\"threads\":[");
 	int n = r->nthreads < 0 ? 0 : WEFT__MIN(r->nthreads, WEFT_WATCH_MAX_THREADS);
 	for (int i = 0; i < n; i++) {
@@ -1033,6 +1278,25 @@ static int report_json(const weft_watch_report *r, weft_symbolizer *s, char **re
 		weft__buf_printf(&b, ",\"owner_tid\":%d,\"waited_ns\":%" PRId64 ",\"wait_site\":",
 		                 (int)t->owner_tid, t->waited_ns);
 		json_frame(&b, s, t->wait_site);
+		weft__buf_puts(&b, ",\"deadline_ns\":");
+		if (t->deadline_ns > 0)
+			weft__buf_printf(&b, "%" PRId64, t->deadline_ns);
+		else
+			weft__buf_puts(&b, "null");
+		weft__buf_puts(&b, ",\"error\":");
+		if (t->error) {
+			const char *en = strerrorname_np(t->error);
+			if (en)
+				weft__buf_json_str(&b, en);
+			else
+				weft__buf_printf(&b, "\"%d\"", t->error);
+		} else {
+			weft__buf_puts(&b, "null");
+		}
+		weft__buf_puts(&b, ",\"cond_mutex\":");
+		json_ptr(&b, t->cond_mutex);
+		weft__buf_printf(&b, ",\"stack_from_site\":%s",
+		                 t->stack_from_site ? "true" : "false");
 		weft__buf_puts(&b, ",\"holds\":[");
 		for (int k = 0; k < t->nholds && k < WEFT_WATCH_MAX_HOLDS; k++) {
 			if (k)
@@ -1119,6 +1383,39 @@ static void write_all(int fd, const char *p, size_t n)
 	}
 }
 
+/* Notes the file fd is now (0: none); -EBADF if it is not open. */
+static int out_open(struct out *o, int fd)
+{
+	memset(o, 0, sizeof(*o));
+	if (fd <= 0)
+		return 0;
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return -EBADF;
+	o->fd = fd;
+	o->dev = st.st_dev;
+	o->ino = st.st_ino;
+	return 0;
+}
+
+/* May this output be written? Only while its fd is the file it was at start: a program that
+ * closed it and opened a file of its own at that number must not get reports in its data. On a
+ * mismatch the output stops for good; every report not written is counted. (A close and reopen
+ * between this check and the write is not seen: the window is a system call wide.) */
+static int out_ok(struct out *o)
+{
+	if (o->fd <= 0)
+		return 0;
+	if (!o->dead) {
+		struct stat st;
+		if (fstat(o->fd, &st) == 0 && st.st_dev == o->dev && st.st_ino == o->ino)
+			return 1;
+		o->dead = 1;
+	}
+	atomic_fetch_add_explicit(&lost_output, 1, memory_order_relaxed);
+	return 0;
+}
+
 static void emit_one(const weft_watch_report *r)
 {
 	if (opts.on_report)
@@ -1128,17 +1425,18 @@ static void emit_one(const weft_watch_report *r)
 	if (!sym && (opts.json_fd > 0 || opts.text_fd > 0))
 		weft_symbolizer_create(&sym);
 	char *t;
-	if (opts.json_fd > 0 && report_json(r, sym, &t) == 0) {
+	if (out_ok(&out_json) && report_json(r, sym, &t) == 0) {
 		size_t n = strlen(t);
 		t[n] = '\n'; /* the NUL becomes the newline: one write, one line */
-		write_all(opts.json_fd, t, n + 1);
+		write_all(out_json.fd, t, n + 1);
 		free(t);
 	}
-	if (opts.text_fd > 0 && report_text(r, sym, &t) == 0) {
-		write_all(opts.text_fd, t, strlen(t));
+	if (out_ok(&out_text) && report_text(r, sym, &t) == 0) {
+		write_all(out_text.fd, t, strlen(t));
 		free(t);
 	}
-	if (r->event == WEFT_WATCH_DEADLOCK || r->event == WEFT_WATCH_SELF_DEADLOCK) {
+	/* the action only for a wait that cannot end by itself */
+	if ((r->event == WEFT_WATCH_DEADLOCK || r->event == WEFT_WATCH_SELF_DEADLOCK) && !r->ends) {
 		if (opts.on_deadlock == WEFT_WATCH_ACTION_ABORT)
 			abort();
 		if (opts.on_deadlock == WEFT_WATCH_ACTION_EXIT)
@@ -1183,8 +1481,12 @@ static int snap(struct rec *r, struct node *n)
 	n->tid = atomic_load(&r->tid);
 	n->lock = atomic_load(&r->lock);
 	n->kind = atomic_load(&r->kind);
+	/* owner_ns before owner: see the wait protocol */
+	n->owner_ns = atomic_load(&r->owner_ns);
 	n->owner = atomic_load(&r->owner);
 	n->start = atomic_load(&r->start);
+	n->deadline = atomic_load(&r->deadline);
+	n->aux = atomic_load(&r->aux);
 	n->site = atomic_load(&r->site);
 	if (atomic_load(&r->wseq) != s1)
 		return 0;
@@ -1229,8 +1531,8 @@ static void add_edge(struct node *n, int to)
 		n->edge[n->nedge++] = to;
 }
 
-/* The stack of a record, if it belongs to wait seq. */
-static int rec_stack(struct rec *r, uint64_t seq, void **out)
+/* The stack of a record, if it belongs to wait seq (from_site: the stack is the site's first). */
+static int rec_stack(struct rec *r, uint64_t seq, void **out, int *from_site)
 {
 	if (atomic_load(&r->stack_seq) != seq)
 		return 0;
@@ -1239,6 +1541,7 @@ static int rec_stack(struct rec *r, uint64_t seq, void **out)
 		return 0;
 	for (int i = 0; i < n; i++)
 		out[i] = (void *)atomic_load_explicit(&r->stack[i], memory_order_relaxed);
+	*from_site = (int)atomic_load(&r->stack_site);
 	if (atomic_load(&r->stack_seq) != seq || atomic_load(&r->wseq) != seq)
 		return 0;
 	return n;
@@ -1255,8 +1558,11 @@ static void node_thread(const struct node *n, weft_watch_thread *t, int64_t now)
 	t->owner_tid = n->owner;
 	t->waited_ns = now - n->start;
 	t->wait_site = n->own ? (void *)n->site : NULL;
+	t->deadline_ns = n->deadline < 0 ? 0 : WEFT__MAX(n->deadline, 1);
+	if (n->kind == WEFT_WATCH_LOCK_COND && n->own)
+		t->cond_mutex = (const void *)n->aux;
 	if (n->own) {
-		t->nstack = rec_stack(n->rec, n->wseq, t->stack);
+		t->nstack = rec_stack(n->rec, n->wseq, t->stack, &t->stack_from_site);
 		rec_get_lname(n->rec, t->lock_name);
 		if (atomic_load(&n->rec->wseq) != n->wseq)
 			t->lock_name[0] = '\0'; /* the wait ended: the name may be the next one's */
@@ -1308,8 +1614,15 @@ static void on_cycle(const int *cyc, int len, int64_t now)
 		cur_keys[ncur] = key;
 		cur_seen[ncur++] = seen;
 	}
-	if (seen < 2 || was_reported(key))
+	if (was_reported(key))
 		return;
+	/* every edge was proven at the snapshots; each thread still in the same wait now means
+	 * they all held together at this moment: the cycle is real (head comment) */
+	for (int k = 0; k < len; k++) {
+		struct node *n = &nodes[cyc[k]];
+		if (atomic_load(&n->rec->wseq) != n->wseq)
+			return;
+	}
 	/* each of our threads captures its stack after its first slice: a thread that has not run
 	 * since (a loaded machine, valgrind) gets a few more scans before the report goes without
 	 */
@@ -1325,11 +1638,9 @@ static void on_cycle(const int *cyc, int len, int64_t now)
 
 	weft_watch_report *r = &scratch_report;
 	memset(r, 0, sizeof(*r));
-	if (len == 1) {
-		r->event = WEFT_WATCH_SELF_DEADLOCK;
-	} else {
-		r->event = WEFT_WATCH_DEADLOCK;
-	}
+	r->event = len == 1 ? WEFT_WATCH_SELF_DEADLOCK : WEFT_WATCH_DEADLOCK;
+	for (int k = 0; k < len; k++)
+		r->ends |= nodes[cyc[k]].deadline >= 0;
 	int keep = WEFT__MIN(len, WEFT_WATCH_MAX_THREADS);
 	r->nthreads = keep;
 	r->more_threads = len - keep;
@@ -1385,6 +1696,8 @@ static void find_cycles(int nn, int64_t now)
 	}
 }
 
+static int tid_lookup(pid_t tid);
+
 static void report_long(struct node *n, weft_watch_event ev, int64_t now)
 {
 	weft_watch_report *r = &scratch_report;
@@ -1396,6 +1709,13 @@ static void report_long(struct node *n, weft_watch_event ev, int64_t now)
 		uintptr_t l = atomic_load_explicit(&n->rec->rw[i], memory_order_relaxed);
 		if (l && r->threads[0].nholds < WEFT_WATCH_MAX_HOLDS)
 			r->threads[0].holds[r->threads[0].nholds++] = (const void *)l;
+	}
+	/* an owner in a condition wait may be blocked retaking the wait's mutex inside it, which
+	 * no record shows: name it, with its condvar and mutex */
+	int o = ev == WEFT_WATCH_LONG_WAIT && n->owner ? tid_lookup(n->owner) : -1;
+	if (o >= 0 && nodes[o].kind == WEFT_WATCH_LOCK_COND && nodes[o].own) {
+		node_thread(&nodes[o], &r->threads[1], now);
+		r->nthreads = 2;
 	}
 	weft__watch_emit(r);
 	drain();
@@ -1418,29 +1738,34 @@ static void scan(int64_t now, unsigned scan_no)
 {
 	pid_t me = cur_pid();
 	int nn = 0, nh = 0, inuse = 0, nwait = 0;
-	/* 1. snapshots of this process's records (and their held rwlocks) */
+	/* 1. snapshots of this process's waiting records, and their held rwlocks read while they
+	 * wait (only a waiting thread can be in a cycle; its list cannot change while it waits) */
 	for (int i = 0; i < PRIV_RECS; i++) {
 		struct rec *r = &priv[i];
 		if (atomic_load_explicit(&r->state, memory_order_relaxed) == 0)
 			continue;
 		inuse++;
-		pid_t tid = atomic_load(&r->tid);
+		if (nn >= nodes_cap || !snap(r, &nodes[nn]))
+			continue;
+		struct node *n = &nodes[nn];
+		n->pid = me;
+		n->own = 1;
+		nn++;
+		nwait++;
+		int first = nh;
 		for (int k = 0; k < RW_MAX && nh < holds_cap; k++) {
 			uintptr_t l = atomic_load_explicit(&r->rw[k], memory_order_acquire);
 			if (!l)
 				continue;
 			holds[nh].lock = l;
-			holds[nh].tid = tid;
+			holds[nh].tid = n->tid;
 			holds[nh].write =
 			        (int)atomic_load_explicit(&r->rw_write[k], memory_order_relaxed);
+			holds[nh].wseq = n->wseq;
 			nh++;
 		}
-		if (nn < nodes_cap && snap(r, &nodes[nn])) {
-			nodes[nn].pid = me;
-			nodes[nn].own = 1;
-			nn++;
-			nwait++;
-		}
+		if (atomic_load(&r->wseq) != n->wseq)
+			nh = first; /* the wait ended meanwhile: the list proves nothing */
 	}
 	/* 2. other processes' waits in the shared registry */
 	struct shm_hdr *h = atomic_load(&shm);
@@ -1463,6 +1788,10 @@ static void scan(int64_t now, unsigned scan_no)
 	weft_gauge_set(m_waits, nwait);
 	weft_gauge_set(m_records, inuse);
 
+	memset(tidmap, 0, sizeof(int) * (size_t)tidmap_cap);
+	for (int i = 0; i < nn; i++)
+		tid_insert(nodes[i].tid, i);
+
 	/* 3. long waits and condition waits, this process's only */
 	for (int i = 0; i < nn; i++) {
 		struct node *n = &nodes[i];
@@ -1478,18 +1807,16 @@ static void scan(int64_t now, unsigned scan_no)
 		report_long(n, cond ? WEFT_WATCH_COND_WAIT : WEFT_WATCH_LONG_WAIT, now);
 	}
 
-	/* 4. the graph */
-	memset(tidmap, 0, sizeof(int) * (size_t)tidmap_cap);
-	for (int i = 0; i < nn; i++)
-		tid_insert(nodes[i].tid, i);
+	/* 4. the graph, proven edges only (head comment) */
 	for (int i = 0; i < nn; i++) {
 		struct node *n = &nodes[i];
 		if (n->kind == WEFT_WATCH_LOCK_COND || n->kind == WEFT_WATCH_LOCK_SEM)
 			continue;
 		if (n->owner) {
 			int to = tid_lookup(n->owner);
-			/* a thread waiting for a mutex it owns was reported by itself at once */
-			if (to >= 0 && to != i)
+			/* a thread waiting for a mutex it owns reports itself after its first
+			 * slice; an owner seen before it began to wait proves nothing */
+			if (to >= 0 && to != i && n->owner_ns >= nodes[to].start)
 				add_edge(n, to);
 		}
 		if (!n->own ||
@@ -1501,7 +1828,7 @@ static void scan(int64_t now, unsigned scan_no)
 			if (n->kind == WEFT_WATCH_LOCK_RDLOCK && !holds[k].write)
 				continue;
 			int to = tid_lookup(holds[k].tid);
-			if (to < 0)
+			if (to < 0 || nodes[to].wseq != holds[k].wseq)
 				continue;
 			if (to == i)
 				n->self_hold = 1, add_edge(n, to);
@@ -1510,7 +1837,7 @@ static void scan(int64_t now, unsigned scan_no)
 		}
 	}
 
-	/* 5. cycles, reported when also seen on the previous scan */
+	/* 5. cycles (each scan's keys are kept for the stacks' grace) */
 	ncur = 0;
 	find_cycles(nn, now);
 	memcpy(prev_keys, cur_keys, sizeof(uint64_t) * (size_t)ncur);
@@ -1767,13 +2094,22 @@ int weft_watch_start(const weft_watch_options *o)
 		__atomic_store_n(&priv, t, __ATOMIC_RELEASE);
 	}
 	if (!prof) {
-		struct prof *p = map_anon(sizeof(struct prof) * PROF_CAP);
+		struct prof_stack *ps = map_anon(sizeof(struct prof_stack) * PROF_CAP);
+		struct prof *p = ps ? map_anon(sizeof(struct prof) * PROF_CAP) : NULL;
 		if (!p) {
+			if (ps)
+				munmap(ps, sizeof(struct prof_stack) * PROF_CAP);
 			r = -ENOMEM;
 			goto fail_state;
 		}
+		prof_stacks = ps;
 		__atomic_store_n(&prof, p, __ATOMIC_RELEASE);
 	}
+	r = out_open(&out_json, o->json_fd);
+	if (r == 0)
+		r = out_open(&out_text, o->text_fd);
+	if (r < 0)
+		goto fail_state;
 	opts = *o;
 	if (!opts.scan_ns)
 		opts.scan_ns = 100000000;
@@ -1820,6 +2156,7 @@ int weft_watch_start(const weft_watch_options *o)
 		atomic_store_explicit(&p->hold_samples, 0, memory_order_relaxed);
 		atomic_store_explicit(&p->hold_total, 0, memory_order_relaxed);
 		atomic_store_explicit(&p->hold_max, 0, memory_order_relaxed);
+		atomic_store_explicit(&prof_stacks[i].stack_state, 0, memory_order_relaxed);
 	}
 	nprev = ncur = 0;
 	m_dropped_seen = atomic_load(&dropped);
@@ -1893,6 +2230,8 @@ void weft_watch_stop(void)
 	remove_metrics();
 	free_scratch();
 	memset(&opts, 0, sizeof(opts));
+	memset(&out_json, 0, sizeof(out_json));
+	memset(&out_text, 0, sizeof(out_text));
 	atomic_store(&state, ST_STOPPED);
 	errno = e;
 }
@@ -1904,6 +2243,7 @@ int weft_watch_get_counts(weft_watch_counts *ret)
 	for (int i = 0; i < WEFT_WATCH_EVENT_COUNT; i++)
 		ret->by_event[i] = atomic_load_explicit(&counts[i], memory_order_relaxed);
 	ret->dropped = atomic_load_explicit(&dropped, memory_order_relaxed);
+	ret->lost_output = atomic_load_explicit(&lost_output, memory_order_relaxed);
 	return 0;
 }
 

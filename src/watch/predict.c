@@ -25,13 +25,18 @@
  *
  * Held locks. Each thread keeps a fixed list (HELD_MAX) of what it holds: lock, class, mode, site,
  * flags. Release removes the entry wherever it is (locks are not always released in LIFO order);
- * nesting beyond the list is counted and not tracked. A global epoch, bumped by each start, resets
- * lists left over from a previous run of the monitor (their releases were not seen).
+ * a release of a lock not in the list (taken before this run, beyond the list, inside a hook, or
+ * never) changes nothing. An acquisition takes orders from the oldest HELD_ORDERS entries only
+ * (a bound on its work); the newer ones still count as gates and in reports, and take part in
+ * orders once older ones are released. Nesting beyond the list is counted and not tracked. A
+ * global epoch, bumped by each start, resets lists left over from a previous run of the monitor
+ * (their releases were not seen).
  *
  * The order graph. An edge A -> B means "a lock of class B was taken while one of class A was
  * held". It keeps its first occurrence (thread, the two locks, the acquisition's site and stack)
  * and what makes a cycle through it harmless, narrowed by every later occurrence: its gates (the
- * classes held at every occurrence besides A and B, up to GATES_MAX) and its read ends (A held in
+ * locks, by address, held at every occurrence, other than locks of classes A and B and untracked
+ * ones, up to GATES_MAX) and its read ends (A held in
  * read mode at every occurrence, B taken in read mode at every occurrence). Edges live in a fixed
  * array, indexed by a hash of (A, B) for lock-free lookups (the key is published last, with a
  * release store) and linked into per-class out-lists for the search; both change only under
@@ -41,17 +46,19 @@
  *  1. looks (A, B) up in the thread's direct-mapped edge cache (CACHE_SIZE entries). A hit on an
  *     edge with nothing to narrow (no gates, no read ends) is done: the common case costs a few
  *     loads per held lock. An edge that has some is cached with the thread's held signature (a
- *     sum of one hash per held (class, mode), kept up by after and release, plus the mode being
- *     taken): a hit under the same signature is done too, since the same held classes and modes
- *     fit the same edge again (its gates and read ends only shrink). Otherwise the slow path
+ *     sum of one hash per held (lock, class, mode), kept up by after and release, plus the mode
+ *     being taken): a hit under the same signature is done too, since the same held locks and
+ *     modes fit the same edge again (its gates and read ends only shrink). Otherwise the slow path
  *     checks that this occurrence is at least as gated and as read-only as the edge says.
  *  2. otherwise looks the edge up in the graph; if it is missing or must be narrowed, takes
  *     graph_lock, adds or narrows it and, unless the pair was reported, searches a path
  *     B -> ... -> A (depth-first, at most DFS_DEPTH deep and DFS_VISITS edges). A path closes a
  *     cycle with this acquisition; the cycle is excused when
- *      - a gate: some class other than A and B is held now and is a gate of every edge of the
- *        path (the search carries the set of current gates still common to the path as a mask
- *        and reports only a path that reaches A with an empty mask);
+ *      - a gate: some lock (the same instance, not just the same class: the locks of two objects
+ *        made at one site exclude nothing from each other) is held now and is a gate of every
+ *        edge of the path, so every acquisition of the cycle happens under it (the search
+ *        carries the set of current gates still common to the path as a mask and reports only a
+ *        path that reaches A with an empty mask);
  *      - read mode: at some class of the cycle both adjacent edges have their end there in read
  *        mode (a reader lock held for reading by one side and wanted for reading by the next:
  *        readers do not block each other);
@@ -88,8 +95,13 @@
  *    those); they never nest. weft__watch_emit is called under graph_lock (it never blocks),
  *    which also guards the one report buffer. A fork in another thread while one is held would
  *    leave it held in the child: an atfork handler takes both around fork.
- *  - a per-thread `busy` flag makes the hooks ignore locks taken inside a hook (a stack capture or
- *    emit that reaches a wrapped lock, or a signal handler).
+ *  - a per-thread `busy` flag (volatile sig_atomic_t, see enter()) is set around every section
+ *    that takes table_lock or graph_lock, claims a class slot, or changes the held list; every
+ *    hook that finds it set returns at once (class 0, nothing recorded). So a lock taken inside
+ *    a hook (a stack capture or emit that reaches a wrapped lock) is ignored, and a signal handler
+ *    that locks a mutex while its thread is inside pthread_mutex_init, a first lock or destroy
+ *    cannot spin for ever on a raw lock its own thread holds; its acquisition is just untracked.
+ *    The atfork handlers set it too while they hold both locks.
  *  - the held list and the cache are the thread's own (TLS): no synchronisation.
  *
  * Limits and what prediction cannot see:
@@ -105,7 +117,10 @@
  *    bounded (DFS_DEPTH, DFS_VISITS; a cut search reports nothing and is counted). Overflows are
  *    counted in weft__predict_get_stats and never crash.
  *  - gates and read ends are intersected over all occurrences of an edge, but the stack kept is
- *    the first occurrence's.
+ *    the first occurrence's. Gates are lock addresses: a lock destroyed and another one made at
+ *    its address between two occurrences counts as the same gate.
+ *  - a lock taken by a signal handler while its thread is inside a hook's section is untracked
+ *    (no orders into or out of it); a fork from such a handler leaves the raw locks as they are.
  *  - the read-mode excuse assumes readers do not wait for waiting writers (glibc's default); with
  *    writer preference a read-read cycle can deadlock and is not reported.
  *  - semaphores and condition variables are not locks here: a wait for a signal that only a
@@ -120,6 +135,7 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
@@ -136,9 +152,10 @@ enum {
 	ADDRS_DEFAULT = 1 << 17, /* address slots */
 	EDGES_DEFAULT = 32768,   /* edges (indexes 1 .. cap - 1) */
 	ADDR_PROBE = 64,         /* the address table's probe window */
-	HELD_MAX = 32,           /* held locks per thread */
+	HELD_MAX = 64,           /* held locks per thread */
+	HELD_ORDERS = 32,        /* the oldest held locks an acquisition takes orders from */
 	CACHE_SIZE = 128,        /* per-thread edge cache (a power of two) */
-	GATES_MAX = 8,           /* gates kept per edge */
+	GATES_MAX = 8,           /* gate locks kept per edge */
 	G0_MAX = 31,             /* current gates a search tracks (bits of a mask) */
 	DFS_DEPTH = 48,          /* path length searched */
 	DFS_VISITS = 20000,      /* edges a search examines */
@@ -174,12 +191,12 @@ struct addr_slot {
 };
 
 struct edge {
-	uint32_t from, to;                 /* classes; immutable once published */
-	uint32_t next_out;                 /* graph_lock: next edge out of `from` */
-	_Atomic uint32_t read_ends;        /* READ_FROM | READ_TO, only ever cleared */
-	_Atomic uint32_t gates[GATES_MAX]; /* classes held at every occurrence; 0: none */
-	_Atomic uint32_t reported;         /* the pair was reported */
-	pid_t tid;                         /* first occurrence: */
+	uint32_t from, to;                  /* classes; immutable once published */
+	uint32_t next_out;                  /* graph_lock: next edge out of `from` */
+	_Atomic uint32_t read_ends;         /* READ_FROM | READ_TO, only ever cleared */
+	_Atomic uintptr_t gates[GATES_MAX]; /* locks held at every occurrence; 0: none */
+	_Atomic uint32_t reported;          /* the pair was reported */
+	pid_t tid;                          /* first occurrence: */
 	const void *held, *acquired;
 	void *site;
 	int nstack;
@@ -236,10 +253,11 @@ struct cache_entry {
 
 struct pstate {
 	uint32_t epoch;
-	int n;        /* entries in held */
-	int deep;     /* acquisitions beyond HELD_MAX not released yet */
-	int busy;     /* inside a hook */
-	uint64_t sig; /* sum of held_sig() over held: the multiset of held (class, mode) */
+	int n; /* entries in held */
+	/* Inside a hook's section that a hook run by a signal handler on this thread must not
+	 * enter (a raw lock, a class being made, the held list being built): see enter(). */
+	volatile sig_atomic_t busy;
+	uint64_t sig; /* sum of held_sig() over held: the multiset of held (lock, class, mode) */
 	struct held held[HELD_MAX];
 	struct cache_entry cache[CACHE_SIZE];
 };
@@ -285,20 +303,44 @@ static inline struct pstate *self(void)
 	if (weft__unlikely(t->epoch != e)) {
 		t->epoch = e;
 		t->n = 0;
-		t->deep = 0;
 		t->sig = 0;
 	}
 	return t;
 }
 
+/* Enter a section of a hook that a signal handler running hooks on this thread must not
+ * interrupt: a raw lock held (graph_lock, table_lock), a class slot claimed and not yet published
+ * (class_for_key), the held list or the cache being changed by before_slow. A hook that finds the
+ * thread inside one returns at once (class 0, nothing recorded), so a handler that locks a mutex
+ * while its thread is inside pthread_mutex_init or a first lock cannot wait for itself. The flag is
+ * the thread's own and only a handler on this thread can see it mid-change: a volatile
+ * sig_atomic_t, and signal fences keep the section's memory accesses inside the flag's window
+ * (they cost no instruction). False: already inside one (do nothing). */
+static inline bool enter(struct pstate *t)
+{
+	if (t->busy)
+		return false;
+	t->busy = 1;
+	atomic_signal_fence(memory_order_seq_cst);
+	return true;
+}
+
+static inline void leave(struct pstate *t)
+{
+	atomic_signal_fence(memory_order_seq_cst);
+	t->busy = 0;
+}
+
 /* A held lock's part of the thread's held signature. The signature is a sum (held locks come
  * and go in any order, and two of one class must not cancel out as with xor); a cached edge that
  * has gates or read ends is known to fit while the signature (with the mode being taken) is the
- * one it was checked under: the same held classes and modes give the same answer, and an edge's
- * gates and read ends only ever shrink. */
-static inline uint64_t held_sig(uint32_t cls, int mode)
+ * one it was checked under: the same held locks, classes and modes give the same answer (gates
+ * are lock instances, read ends modes), and an edge's gates and read ends only ever shrink. */
+static inline uint64_t held_sig(const void *lock, uint32_t cls, int mode)
 {
-	return ((uint64_t)cls * 2 + (uint64_t)mode + 1) * UINT64_C(0x9E3779B97F4A7C15);
+	uint64_t x = (uint64_t)(uintptr_t)lock * UINT64_C(0xC2B2AE3D27D4EB4F) + (uint64_t)cls * 2 +
+	             (uint64_t)mode + 1;
+	return x * UINT64_C(0x9E3779B97F4A7C15);
 }
 
 static inline uint64_t taking_sig(const struct pstate *t, int mode)
@@ -337,23 +379,39 @@ static void raw_unlock(_Atomic uint32_t *l)
 	}
 }
 
-/* fork: hold both locks across it so the child never inherits one held by a thread it lost. */
+/* fork: hold both locks across it so the child never inherits one held by a thread it lost, with
+ * the thread's busy flag set (a signal handler's hook must not wait for them). A fork from a
+ * signal handler that interrupted a hook's section (busy already set: this thread may hold one
+ * of the locks) takes neither, and the child keeps them as they are: the interrupted section goes
+ * on in the child and releases its own; one held by another thread then stays held in the child
+ * (its hooks that need it would wait: a documented limit). */
+static __thread bool fork_entered;
+
 static void fork_prepare(void)
 {
+	fork_entered = enter(&me);
+	if (!fork_entered)
+		return;
 	raw_lock(&g.graph_lock);
 	raw_lock(&g.table_lock);
 }
 
 static void fork_parent(void)
 {
+	if (!fork_entered)
+		return;
 	raw_unlock(&g.table_lock);
 	raw_unlock(&g.graph_lock);
+	leave(&me);
 }
 
 static void fork_child(void)
 {
+	if (!fork_entered)
+		return;
 	atomic_store_explicit(&g.table_lock, 0, memory_order_relaxed);
 	atomic_store_explicit(&g.graph_lock, 0, memory_order_relaxed);
+	leave(&me);
 }
 
 static uint32_t pow2_bits(uint32_t n)
@@ -495,12 +553,19 @@ uint32_t weft__predict_class_named(const char *name, void *site)
 {
 	if (!mapped())
 		return 0;
-	if (!name)
-		return class_for_key(site_key(site), site, NULL);
-	uint64_t h = UINT64_C(0xcbf29ce484222325); /* FNV-1a 64 */
-	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
-		h = (h ^ *p) * UINT64_C(0x100000001b3);
-	return class_for_key(h | NAME_BIT, site, name);
+	uint64_t key = site_key(site);
+	if (name) {
+		uint64_t h = UINT64_C(0xcbf29ce484222325); /* FNV-1a 64 */
+		for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+			h = (h ^ *p) * UINT64_C(0x100000001b3);
+		key = h | NAME_BIT;
+	}
+	struct pstate *t = &me;
+	if (!enter(t))
+		return 0; /* a signal handler inside a hook: untracked (callers retry later) */
+	uint32_t c = class_for_key(key, site, name);
+	leave(t);
+	return c;
 }
 
 const char *weft__predict_class_name(uint32_t cls)
@@ -570,37 +635,53 @@ static uint32_t addr_insert(const void *lock, uint32_t cls, bool replace)
 	return cls;
 }
 
+/* A signal handler's call that finds its thread inside a hook's section (enter() false) does
+ * nothing: init leaves the lock to get its class at first use, first use leaves it untracked
+ * this time (class 0; a later use outside the handler classifies it), forget leaves the address
+ * entry (a later init at that address replaces it). */
 void weft__predict_class_init(const void *lock, void *site)
 {
 	if (!mapped() || !lock)
 		return;
-	uint32_t c = class_for_key(site_key(site), site, NULL);
-	if (!c)
+	struct pstate *t = &me;
+	if (!enter(t))
 		return;
-	raw_lock(&g.table_lock);
-	addr_insert(lock, c, true);
-	raw_unlock(&g.table_lock);
+	uint32_t c = class_for_key(site_key(site), site, NULL);
+	if (c) {
+		raw_lock(&g.table_lock);
+		addr_insert(lock, c, true);
+		raw_unlock(&g.table_lock);
+	}
+	leave(t);
 }
 
 uint32_t weft__predict_class(const void *lock, void *site)
 {
 	if (!mapped() || !lock)
 		return 0;
-	uint32_t c = addr_lookup(lock);
+	uint32_t c = addr_lookup(lock); /* lock-free: fine inside a signal handler too */
 	if (weft__likely(c))
 		return c;
-	c = class_for_key(site_key(site), site, NULL);
-	if (!c)
+	struct pstate *t = &me;
+	if (!enter(t))
 		return 0;
-	raw_lock(&g.table_lock);
-	c = addr_insert(lock, c, false); /* a racing first use may have stored its own: keep it */
-	raw_unlock(&g.table_lock);
+	c = class_for_key(site_key(site), site, NULL);
+	if (c) {
+		raw_lock(&g.table_lock);
+		/* a racing first use may have stored its own: keep it */
+		c = addr_insert(lock, c, false);
+		raw_unlock(&g.table_lock);
+	}
+	leave(t);
 	return c;
 }
 
 void weft__predict_forget(const void *lock)
 {
 	if (!mapped() || !lock)
+		return;
+	struct pstate *t = &me;
+	if (!enter(t))
 		return;
 	uint32_t mask = (UINT32_C(1) << g.addr_bits) - 1, i = addr_home(lock);
 	raw_lock(&g.table_lock);
@@ -623,6 +704,7 @@ void weft__predict_forget(const void *lock)
 		break;
 	}
 	raw_unlock(&g.table_lock);
+	leave(t);
 }
 
 /* ---- the order graph ---- */
@@ -650,10 +732,10 @@ static bool edge_relaxed(struct edge *e)
 	return false;
 }
 
-static bool holds_class(const struct pstate *t, uint32_t cls)
+static bool holds_lock(const struct pstate *t, uintptr_t lock)
 {
 	for (int i = 0; i < t->n; i++)
-		if (t->held[i].cls == cls)
+		if ((uintptr_t)t->held[i].lock == lock)
 			return true;
 	return false;
 }
@@ -668,8 +750,8 @@ static bool occurrence_fits(const struct pstate *t, struct edge *e, const struct
 	if ((ends & READ_TO) && mode != 1)
 		return false;
 	for (int i = 0; i < GATES_MAX; i++) {
-		uint32_t c = atomic_load_explicit(&e->gates[i], memory_order_relaxed);
-		if (c && !holds_class(t, c))
+		uintptr_t l = atomic_load_explicit(&e->gates[i], memory_order_relaxed);
+		if (l && !holds_lock(t, l))
 			return false;
 	}
 	return true;
@@ -677,7 +759,7 @@ static bool occurrence_fits(const struct pstate *t, struct edge *e, const struct
 
 /* Under graph_lock: a new edge from -> to with this occurrence. 0: the table is full. */
 static uint32_t edge_add(uint64_t key, const struct held *h, const void *lock, uint32_t to,
-                         int mode, void *site, const uint32_t *g0, int ng0, void *const *frames,
+                         int mode, void *site, const uintptr_t *g0, int ng0, void *const *frames,
                          int nframes)
 {
 	uint32_t idx = atomic_load_explicit(&g.next_edge, memory_order_relaxed);
@@ -727,8 +809,8 @@ static bool edge_narrow(struct edge *e, const struct pstate *t, const struct hel
 		changed = true;
 	}
 	for (int i = 0; i < GATES_MAX; i++) {
-		uint32_t c = atomic_load_explicit(&e->gates[i], memory_order_relaxed);
-		if (c && !holds_class(t, c)) {
+		uintptr_t l = atomic_load_explicit(&e->gates[i], memory_order_relaxed);
+		if (l && !holds_lock(t, l)) {
 			atomic_store_explicit(&e->gates[i], 0, memory_order_relaxed);
 			changed = true;
 		}
@@ -737,15 +819,15 @@ static bool edge_narrow(struct edge *e, const struct pstate *t, const struct hel
 }
 
 /* The bits of the current gates g0[0..ng0) that are gates of e. */
-static uint32_t edge_gate_mask(struct edge *e, const uint32_t *g0, int ng0)
+static uint32_t edge_gate_mask(struct edge *e, const uintptr_t *g0, int ng0)
 {
 	uint32_t m = 0;
 	for (int i = 0; i < GATES_MAX; i++) {
-		uint32_t c = atomic_load_explicit(&e->gates[i], memory_order_relaxed);
-		if (!c)
+		uintptr_t l = atomic_load_explicit(&e->gates[i], memory_order_relaxed);
+		if (!l)
 			continue;
 		for (int j = 0; j < ng0; j++)
-			if (g0[j] == c)
+			if (g0[j] == l)
 				m |= UINT32_C(1) << j;
 	}
 	return m;
@@ -772,9 +854,9 @@ static bool visit(uint32_t node, uint32_t m, bool rd)
 }
 
 /* Under graph_lock: a path b -> ... -> a that closes an unexcused cycle with the acquisition of b
- * (mode b_mode) while a is held (mode a_mode) and the classes g0[0..ng0) are held too. Returns the
- * first edge of the path, 0 if none; counts excuses and cut searches. */
-static uint32_t search(uint32_t a, uint32_t b, int a_mode, int b_mode, const uint32_t *g0, int ng0)
+ * (mode b_mode) while a is held (mode a_mode) and the gate locks g0[0..ng0) are held too. Returns
+ * the first edge of the path, 0 if none; counts excuses and cut searches. */
+static uint32_t search(uint32_t a, uint32_t b, int a_mode, int b_mode, const uintptr_t *g0, int ng0)
 {
 	if (++g.stamp == 0) { /* wrapped: clear the scratch so no old stamp matches */
 		for (uint32_t i = 0; i < g.ncls; i++)
@@ -899,19 +981,22 @@ static void report(const struct pstate *t, const struct held *h, uint32_t ei, ui
 	weft__watch_emit(r);
 }
 
-/* The held classes other than a and b, without repeats (the gates of this occurrence). */
-static int current_gates(const struct pstate *t, uint32_t a, uint32_t b, uint32_t *g0)
+/* The held locks whose class is neither a nor b (nor untracked), without repeats: the gates of
+ * this occurrence. Gates are lock instances: two locks of one class (say the locks of two objects
+ * made at one site) exclude nothing from each other. */
+static int current_gates(const struct pstate *t, uint32_t a, uint32_t b, uintptr_t *g0)
 {
 	int n = 0;
 	for (int i = 0; i < t->n && n < G0_MAX; i++) {
 		uint32_t c = t->held[i].cls;
-		if (c == 0 || c == a || c == b || c >= g.ncls)
+		uintptr_t l = (uintptr_t)t->held[i].lock;
+		if (c == 0 || c == a || c == b || c >= g.ncls || l == 0)
 			continue;
 		bool dup = false;
 		for (int j = 0; j < n && !dup; j++)
-			dup = g0[j] == c;
+			dup = g0[j] == l;
 		if (!dup)
-			g0[n++] = c;
+			g0[n++] = l;
 	}
 	return n;
 }
@@ -936,10 +1021,12 @@ static __attribute__((noinline)) void before_slow(struct pstate *t, int i0, cons
 {
 	void *frames[WEFT_WATCH_MAX_FRAMES];
 	int nframes = -1; /* not captured yet */
-	uint32_t g0[G0_MAX];
+	uintptr_t g0[G0_MAX];
 	uint64_t sig = taking_sig(t, mode);
-	t->busy = 1;
-	for (int i = i0; i < t->n; i++) {
+	if (!enter(t))
+		return;
+	int nh = WEFT__MIN(t->n, (int)HELD_ORDERS);
+	for (int i = i0; i < nh; i++) {
 		const struct held *h = &t->held[i];
 		uint32_t hc = h->cls;
 		if (hc == 0 || hc >= g.ncls || h->lock == lock)
@@ -985,7 +1072,7 @@ static __attribute__((noinline)) void before_slow(struct pstate *t, int i0, cons
 		ce->sig = sig;
 		raw_unlock(&g.graph_lock);
 	}
-	t->busy = 0;
+	leave(t);
 }
 
 /* ---- the hooks ---- */
@@ -998,7 +1085,8 @@ void weft__predict_before(const void *lock, uint32_t cls, int mode, void *site)
 	if (t->busy || cls == 0 || cls >= g.ncls)
 		return;
 	uint64_t sig = taking_sig(t, mode);
-	for (int i = 0; i < t->n; i++) {
+	int nh = WEFT__MIN(t->n, (int)HELD_ORDERS);
+	for (int i = 0; i < nh; i++) {
 		uint32_t hc = t->held[i].cls;
 		uint64_t key = edge_key(hc, cls);
 		const struct cache_entry *ce = &t->cache[cache_slot(key)];
@@ -1020,20 +1108,20 @@ void weft__predict_after(const void *lock, uint32_t cls, int mode, unsigned flag
 	if (!active())
 		return;
 	struct pstate *t = self();
-	if (t->busy)
-		return;
+	if (!enter(t))
+		return; /* taken inside a hook (or by a handler interrupting one): untracked */
 	if (weft__unlikely(t->n == HELD_MAX)) {
-		t->deep++;
-		count(&g.st.held_overflow);
-		return;
+		count(&g.st.held_overflow); /* not tracked: its release finds nothing to remove */
+	} else {
+		struct held *h = &t->held[t->n++];
+		h->lock = lock;
+		h->site = site;
+		h->cls = cls < g.ncls ? cls : 0;
+		h->mode = mode == 1;
+		h->flags = (uint8_t)flags;
+		t->sig += held_sig(lock, h->cls, h->mode);
 	}
-	struct held *h = &t->held[t->n++];
-	h->lock = lock;
-	h->site = site;
-	h->cls = cls < g.ncls ? cls : 0;
-	h->mode = mode == 1;
-	h->flags = (uint8_t)flags;
-	t->sig += held_sig(h->cls, h->mode);
+	leave(t);
 }
 
 void weft__predict_release(const void *lock)
@@ -1041,19 +1129,20 @@ void weft__predict_release(const void *lock)
 	if (!active())
 		return;
 	struct pstate *t = self();
-	if (t->busy)
+	if (!enter(t))
 		return;
+	/* A lock not found (taken before this run of the monitor, beyond the list, while the
+	 * thread was inside a hook, or never) changes nothing. */
 	for (int i = t->n - 1; i >= 0; i--) {
 		if (t->held[i].lock == lock) {
-			t->sig -= held_sig(t->held[i].cls, t->held[i].mode);
+			t->sig -= held_sig(lock, t->held[i].cls, t->held[i].mode);
 			for (int j = i + 1; j < t->n; j++)
 				t->held[j - 1] = t->held[j];
 			t->n--;
-			return;
+			break;
 		}
 	}
-	if (t->deep > 0)
-		t->deep--; /* one of the untracked ones, presumably */
+	leave(t);
 }
 
 int weft__predict_held(const void **locks, int max)

@@ -17,19 +17,27 @@
  * or from its first use for a statically initialised lock); hold-time sampling calls
  * weft__watch_hold_acquired/released. Nothing on the lock path allocates or takes a pthread lock.
  *
- * Semantics are glibc's, unchanged: every result is the real function's (error checking relock
- * EDEADLK, recursive counts, robust EOWNERDEAD / ENOTRECOVERABLE, trylock EBUSY, rwlock EDEADLK
- * for the writer, EAGAIN for the reader count). Slicing loses nothing: a mutex, rwlock or
- * semaphore wait that times out and waits again is still a wait for the same lock, which glibc
- * never promised to hand over in order. Deadlines: a CLOCK_REALTIME deadline
- * (pthread_mutex_timedlock, sem_timedwait, mtx_timedlock, ...) becomes a CLOCK_MONOTONIC one
- * (weft__watch_realtime_to_mono); a timespec glibc would refuse (tv_nsec out of range, an unknown
- * clock) goes to the real function, which refuses it as it would have. PI mutexes wait in slices
- * of pthread_mutex_timedlock on CLOCK_REALTIME (the PI futex takes an absolute CLOCK_REALTIME
- * time on every kernel). Cancellation: sem_wait and friends call pthread_testcancel before their
- * first try, as glibc does; condition waits are cancellation points inside the real function, and
- * a cleanup handler closes the engine's record and restores the prediction state (glibc retakes
- * the mutex before the handlers run).
+ * Semantics. Every result is the real function's (error checking relock EDEADLK, recursive
+ * counts, robust EOWNERDEAD / ENOTRECOVERABLE, trylock EBUSY, rwlock EDEADLK for the writer,
+ * EAGAIN for the reader count). Slicing loses nothing: a mutex, rwlock or semaphore wait that
+ * times out and waits again is still a wait for the same lock, which glibc never promised to
+ * hand over in order. What does differ, and only for contended waits with a deadline:
+ *  - a CLOCK_REALTIME deadline (pthread_mutex_timedlock, sem_timedwait, mtx_timedlock, ...) is
+ *    converted once, at the start of the wait, to a CLOCK_MONOTONIC one
+ *    (weft__watch_realtime_to_mono): a clock_settime or NTP step during the wait does not move
+ *    it, where glibc's wait would end earlier or later with the wall clock. A deadline too far to
+ *    represent (tv_sec = LONG_MAX) waits forever, as glibc's does in practice;
+ *  - PI mutexes wait in slices of pthread_mutex_timedlock on CLOCK_REALTIME (the PI futex takes
+ *    an absolute CLOCK_REALTIME time on every kernel), each slice's end converted from the
+ *    monotonic deadline: a clock step during a slice moves that slice's end (not the deadline);
+ *    and a PI waiter leaves the kernel's PI chain between slices, so the owner's priority boost
+ *    lapses for an instant each slice.
+ * A timespec glibc would refuse (tv_nsec out of range, an unknown clock) goes to the real
+ * function, which refuses it as it would have. Cancellation: sem_wait and friends call
+ * pthread_testcancel before their first try, as glibc does; condition waits are cancellation
+ * points inside the real function, and a cleanup handler closes the engine's record and restores
+ * the prediction state (glibc retakes the mutex before the handlers run); a thread cancelled
+ * inside a sliced semaphore wait has its record closed by the engine at thread exit.
  *
  * The real functions, and no recursion through dlsym. glibc exports __pthread_mutex_lock,
  * trylock, unlock, init, destroy and __pthread_rwlock_rdlock, wrlock, tryrdlock, trywrlock,
@@ -85,6 +93,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <threads.h>
 #include <time.h>
 #include <unistd.h>
@@ -325,15 +334,15 @@ static inline struct timespec ns_ts(int64_t ns)
 	return (struct timespec){.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
 }
 
-/* A deadline as the engine takes it: CLOCK_MONOTONIC ns. */
+/* A deadline as the engine takes it: CLOCK_MONOTONIC ns, 0 for one already past, -1 (forever)
+ * for one too far to represent in int64 ns (tv_sec = LONG_MAX, a common way to write "never"). */
 static inline int64_t mono_deadline(clockid_t clock, const struct timespec *abstime)
 {
-	if (clock == CLOCK_MONOTONIC)
-		return ts_ns(abstime);
 	if (abstime->tv_sec < 0)
 		return 0; /* already past: glibc says ETIMEDOUT at once */
-	int64_t d = weft__watch_realtime_to_mono(abstime);
-	return d < 0 ? 0 : d;
+	if (clock == CLOCK_MONOTONIC)
+		return abstime->tv_sec > INT64_MAX / 1000000000 - 1 ? -1 : ts_ns(abstime);
+	return weft__watch_realtime_to_mono(abstime);
 }
 
 /* glibc's mutex kind bits (nptl/pthreadP.h): robust 16, priority inheritance 32, process-shared
@@ -889,11 +898,26 @@ static inline void cond_enter(struct cond_ctx *c, const void *cond, void *mutex,
 	c->token = weft__watch_cond_begin(cond, mutex, site);
 }
 
+/* Does the wait that returned r leave the mutex held? Every result does (the wait retakes it,
+ * EOWNERDEAD included) but EPERM (an error checking mutex the thread did not hold: nothing was
+ * released or retaken) and EINVAL (refused before the mutex was touched: held if it was held,
+ * which its owner field says). */
+static int cond_mutex_held(const struct cond_ctx *c, int r)
+{
+	if (r == EPERM)
+		return 0;
+	if (r == EINVAL)
+		return mutex_owner(c->mutex) == weft__watch_tid();
+	return 1;
+}
+
 static void cond_leave(struct cond_ctx *c, int r)
 {
 	weft__watch_cond_end(c->token);
 	if (r == EOWNERDEAD)
 		weft__watch_owner_died(c->mutex, c->site);
+	if (!cond_mutex_held(c, r))
+		return; /* no phantom entry in the held list */
 	if (c->cls)
 		weft__predict_after(c->mutex, c->cls, 0, WEFT__PREDICT_REACQUIRE, c->site);
 	if (sampling())
@@ -1424,6 +1448,31 @@ static int env_ms(const char *name, long lo, int64_t *ret)
 	return 0;
 }
 
+/* WEFT_WATCH_JSON_ID=DEV:INO (set by `weft watch`): the file the JSON fd must be. A process
+ * started by the watched program may find that fd number open on a file of its own (a daemon
+ * closed its fds and opened others): then no JSON goes there. Returns the fd to use (0: none). */
+static int json_fd_checked(int fd)
+{
+	const char *id = getenv("WEFT_WATCH_JSON_ID");
+	if (fd <= 0 || !id)
+		return fd;
+	unsigned long long dev, ino;
+	char tail;
+	struct stat st;
+	if (sscanf(id, "%llu:%llu%c", &dev, &ino, &tail) != 2) {
+		complain("weft watch: WEFT_WATCH_JSON_ID=%s: want DEV:INO; no JSON reports", id);
+		return 0;
+	}
+	if (fstat(fd, &st) != 0 || (unsigned long long)st.st_dev != dev ||
+	    (unsigned long long)st.st_ino != ino) {
+		complain("weft watch: fd %d is not the report file of `weft watch` here; no JSON "
+		         "reports from this process",
+		         fd);
+		return 0;
+	}
+	return fd;
+}
+
 static int configure(weft_watch_options *o)
 {
 	memset(o, 0, sizeof(*o));
@@ -1456,6 +1505,7 @@ static int configure(weft_watch_options *o)
 	}
 	o->predict = (int)predict;
 	o->profile_sample = (int)profile;
+	o->json_fd = json_fd_checked(o->json_fd);
 	return 0;
 }
 

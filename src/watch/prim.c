@@ -81,8 +81,12 @@ static struct timespec ts_of(int64_t mono)
 	struct timespec now_rt, now_mono;
 	clock_gettime(CLOCK_REALTIME, &now_rt);
 	clock_gettime(CLOCK_MONOTONIC, &now_mono);
-	int64_t rt = (int64_t)now_rt.tv_sec * 1000000000 + now_rt.tv_nsec +
-	             (mono - ((int64_t)now_mono.tv_sec * 1000000000 + now_mono.tv_nsec));
+	/* saturated: a deadline as far as INT64_MAX must not overflow into the past */
+	int64_t rt;
+	if (__builtin_add_overflow(
+	            (int64_t)now_rt.tv_sec * 1000000000 + now_rt.tv_nsec,
+	            mono - ((int64_t)now_mono.tv_sec * 1000000000 + now_mono.tv_nsec), &rt))
+		rt = INT64_MAX;
 	if (rt < 0)
 		rt = 0;
 	return (struct timespec){(time_t)(rt / 1000000000), (long)(rt % 1000000000)};

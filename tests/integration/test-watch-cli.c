@@ -257,6 +257,9 @@ TEST_TIMEOUT(two_lock_cycle, 60)
 	ASSERT_EQ(count_lines(r.json), 1);
 	char *line = event_line(r.json, "deadlock");
 	expect_two_cycle(line, "alpha_takes_b", "beta_takes_a", "mutex", "mutex");
+	/* untimed waits: a deadlock for good, the action taken */
+	ASSERT_CONTAINS(line, "\"ends\":false");
+	ASSERT_CONTAINS(line, "\"deadline_ns\":null");
 	ASSERT_CONTAINS(line, "\"name\":\"alpha\"");
 	ASSERT_CONTAINS(line, "\"name\":\"beta\"");
 	/* the text report, with the same names, on PROG's stderr */
@@ -313,6 +316,8 @@ TEST_TIMEOUT(self_deadlock, 60)
 	ASSERT_GT(stack_frames(t), 0);
 	ASSERT_CONTAINS(t, "\"func\":\"relock_held_mutex\"");
 	ASSERT_CONTAINS(t, "\"name\":\"relocker\"");
+	ASSERT_CONTAINS(t, "\"error\":null");
+	ASSERT_CONTAINS(line, "\"ends\":false");
 	ASSERT_LT(r.secs, 10 * th_scale());
 	free(t);
 	free(line);
@@ -413,6 +418,175 @@ TEST_TIMEOUT(owner_died, 60)
 	free(t);
 	free(line);
 	free_run(&r);
+}
+
+static void expect_nothing(const char *name, bool predict);
+
+/* ---- waits that end by themselves: reported, no action ---- */
+
+TEST_TIMEOUT(timed_cycle_ends_by_itself, 60)
+{
+	struct run r = WATCH("--on-deadlock", "exit", "--", prog("timedcycle"));
+	expect_exit(&r, 3);
+	expect_summary(&r, "1 deadlock found", "watch-timedcycle exited 0");
+	ASSERT_CONTAINS(r.out, "timedcycle: backed off");
+	char *line = event_line(r.json, "deadlock");
+	expect_two_cycle(line, "timed_takes_second", "timed_takes_second", "mutex", "mutex");
+	ASSERT_CONTAINS(line, "\"ends\":true");
+	char *t = thread_obj(line, 0);
+	ASSERT_GT(int_field(t, "deadline_ns"), 0);
+	free(t);
+	ASSERT_CONTAINS(r.out, "(ends at its deadline)");
+	ASSERT_CONTAINS(r.out, "no deadlock action is taken");
+	free(line);
+	free_run(&r);
+}
+
+TEST_TIMEOUT(handled_edeadlk_is_no_deadlock_action, 60)
+{
+	struct run r = WATCH("--on-deadlock", "exit", "--", prog("ecrelock"));
+	expect_exit(&r, 3);
+	expect_summary(&r, "2 self-deadlocks found", "watch-ecrelock exited 0");
+	ASSERT_CONTAINS(r.out, "ecrelock: relock 35, rdlock 35");
+	ASSERT_EQ(count_events(r.json, "self-deadlock"), 2);
+	char *line = event_line(r.json, "self-deadlock");
+	ASSERT_CONTAINS(line, "\"ends\":true");
+	ASSERT_CONTAINS(line, "\"error\":\"EDEADLK\"");
+	ASSERT_CONTAINS(line, "\"func\":\"relock_error_checking\"");
+	free(line);
+	ASSERT_CONTAINS(r.json, "\"func\":\"rdlock_under_wrlock\"");
+	ASSERT_CONTAINS(r.out, "(the call returned EDEADLK)");
+	free_run(&r);
+}
+
+TEST_TIMEOUT(far_future_deadline_waits, 60)
+{
+	struct run r = WATCH("--", prog("farfuture"));
+	expect_exit(&r, 0);
+	expect_summary(&r, "nothing found", "watch-farfuture exited 0");
+	ASSERT_CONTAINS(r.out, "farfuture: all 3 waits got the lock");
+	free_run(&r);
+}
+
+/* ---- the program's own files ---- */
+
+TEST_TIMEOUT(reports_stay_out_of_program_files, 60)
+{
+	char dir[1024];
+	snprintf(dir, sizeof(dir), "%s/data", th_tmpdir());
+	ASSERT_EQ(mkdir(dir, 0755), 0);
+	struct run r = WATCH("--", prog("fdreuse"), dir);
+	ASSERT_CONTAINS(r.out, "fdreuse: relock 35");
+	/* the report went to stderr, which is still stderr */
+	ASSERT_CONTAINS(r.out, "weft watch: self-deadlock");
+	ASSERT_TRUE(strstr(r.summary, "watch-fdreuse exited 0") != NULL);
+	for (int i = 0; i < 128; i++) {
+		char name[1100];
+		snprintf(name, sizeof(name), "%s/f%03d", dir, i);
+		struct stat st;
+		ASSERT_EQ(stat(name, &st), 0);
+		if (st.st_size != 0)
+			FAIL("%s: %lld bytes written into the program's file", name,
+			     (long long)st.st_size);
+		unlink(name);
+	}
+	rmdir(dir);
+	free_run(&r);
+}
+
+/* The library alone, given a JSON fd that is not the report file it was told of: no JSON. */
+TEST_TIMEOUT(preload_json_fd_checked, 60)
+{
+	setup_env();
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/not-reports", th_tmpdir());
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644); /* inherited */
+	ASSERT_GE(fd, 0);
+	char num[32];
+	snprintf(num, sizeof(num), "%d", fd);
+	setenv("WEFT_WATCH_JSON_FD", num, 1);
+	setenv("WEFT_WATCH_JSON_ID", "1:1", 1);
+	setenv("LD_PRELOAD", th_env_path("WEFT_WATCH_LIB"), 1);
+	char *out = NULL;
+	char *argv[] = {(char *)prog("ecrelock"), NULL};
+	int st = th_run(argv, 60, true, &out);
+	unsetenv("LD_PRELOAD");
+	unsetenv("WEFT_WATCH_JSON_FD");
+	unsetenv("WEFT_WATCH_JSON_ID");
+	close(fd);
+	ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ASSERT_CONTAINS(out, "is not the report file of `weft watch` here");
+	ASSERT_CONTAINS(out, "weft watch: self-deadlock"); /* monitored all the same */
+	char *json = th_read_file(path);
+	ASSERT_STR_EQ(json, "");
+	free(json);
+	free(out);
+}
+
+/* ---- condition waits ---- */
+
+TEST_TIMEOUT(cond_wait_eperm_leaves_no_phantom_lock, 60)
+{
+	expect_nothing("condeperm", false);
+	expect_nothing("condeperm", true);
+}
+
+TEST_TIMEOUT(cond_relock_deadlock_named_in_long_wait, 60)
+{
+	struct run r = WATCH("--long-wait-ms", "200", "--", prog("condrelock"), "1500");
+	expect_exit(&r, 3);
+	expect_summary(&r, "1 long wait found", "watch-condrelock exited 9");
+	char *line = event_line(r.json, "long-wait");
+	char *t0 = thread_obj(line, 0), *t1 = thread_obj(line, 1);
+	ASSERT_CONTAINS(t0, "\"func\":\"main_takes_l\"");
+	ASSERT_EQ(int_field(t0, "owner_tid"), int_field(t1, "tid"));
+	ASSERT_CONTAINS(t1, "\"name\":\"sleeper\"");
+	ASSERT_CONTAINS(t1, "\"wait_kind\":\"cond\"");
+	ASSERT_CONTAINS(t1, "\"cond_mutex\":\"0x");
+	ASSERT_CONTAINS(t1, "\"func\":\"sleeper_waits\"");
+	ASSERT_CONTAINS(r.out, "is in a condition wait on");
+	free(t0);
+	free(t1);
+	free(line);
+	free_run(&r);
+}
+
+/* ---- signals ---- */
+
+/* A signal sent while the child is started (between fork and the parent's handlers, held open
+ * here by the test pause) is forwarded to PROG, not the death of weft with PROG orphaned. */
+TEST_TIMEOUT(signal_during_start_is_forwarded, 60)
+{
+	setup_env();
+	char pidfile[1024], script[3400];
+	snprintf(pidfile, sizeof(pidfile), "%s/prog.pid", th_tmpdir());
+	snprintf(script, sizeof(script), "echo $$ > %s.tmp && mv %s.tmp %s && exec sleep 20",
+	         pidfile, pidfile, pidfile);
+	setenv("WEFT_WATCH_TEST_FORK_PAUSE_MS", "1500", 1);
+	char *argv[] = {(char *)th_env_path("WEFT_BIN"), "watch", "--", "sh", "-c", script, NULL};
+	char log[1024];
+	snprintf(log, sizeof(log), "%s/weft.log", th_tmpdir());
+	pid_t weft = th_spawn(argv, log);
+	unsetenv("WEFT_WATCH_TEST_FORK_PAUSE_MS");
+	ASSERT_GT(weft, 0);
+	char *text = NULL;
+	for (int i = 0; i < 1000 && !(text = th_read_file(pidfile)); i++)
+		th_sleep_ms(5);
+	ASSERT_NOT_NULL(text);
+	pid_t prog_pid = (pid_t)atoi(text);
+	free(text);
+	ASSERT_GT(prog_pid, 0);
+	ASSERT_EQ(kill(weft, SIGTERM), 0); /* weft is still in its pause */
+	int st = th_stop(weft, 0, 30);
+	int alive = kill(prog_pid, 0) == 0;
+	if (alive)
+		kill(prog_pid, SIGKILL);
+	char *out = th_read_file(log);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 1)
+		FAIL("wait status %#x, want exit 1 (PROG killed); output:\n%s", st, out ? out : "");
+	ASSERT_FALSE(alive);
+	ASSERT_CONTAINS(out, "was killed by SIGTERM");
+	free(out);
 }
 
 /* ---- the actions ---- */

@@ -4,7 +4,10 @@
  * weft_mutex, weft_rwlock and weft_cond. Orders are taken one thread after another: nothing here
  * ever deadlocks, which is the point of prediction. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -368,6 +371,100 @@ TEST(gate_taken_away_from_the_first_order_is_reported)
 	ASSERT_EQ(stats().excused_gate, 0);
 }
 
+/* Gates are lock instances: the locks of two objects made at one site share a class, and one
+ * thread holding obj0's while another holds obj1's excludes nothing. */
+static struct lk lg0, lg1;
+
+static void *obj0_ab(void *arg)
+{
+	(void)arg;
+	take(&lg0, cg, 0);
+	take(&la, ca, 0);
+	take(&lb, cb, 0);
+	drop(&lb);
+	drop(&la);
+	drop(&lg0);
+	return NULL;
+}
+
+static void *obj1_ba(void *arg)
+{
+	(void)arg;
+	take(&lg1, cg, 0);
+	take(&lb, cb, 0);
+	take(&la, ca, 0);
+	drop(&la);
+	drop(&lb);
+	drop(&lg1);
+	return NULL;
+}
+
+TEST(gate_locks_of_one_class_but_two_instances_excuse_nothing)
+{
+	start();
+	ca = named("A");
+	cb = named("B");
+	cg = named("G"); /* both objects' locks */
+	on_thread(obj0_ab, NULL);
+	on_thread(obj1_ba, NULL);
+	ASSERT_EQ(stop(), 1);
+	ASSERT_EQ(stats().excused_gate, 0);
+	ASSERT_TRUE(reps[0].order[1].held == &lb && reps[0].order[1].acquired == &la);
+}
+
+/* One thread takes A then B under obj0's lock, then again under obj1's: the second occurrence
+ * has the same held classes as the first (a per-class cache signature would skip it), but not
+ * the same gate lock, so the order A -> B has no gate left and B -> A under obj0's is reported. */
+static void *obj0_then_obj1_ab(void *arg)
+{
+	obj0_ab(arg);
+	take(&lg1, cg, 0);
+	take(&la, ca, 0);
+	take(&lb, cb, 0);
+	drop(&lb);
+	drop(&la);
+	drop(&lg1);
+	return NULL;
+}
+
+static void *obj0_ba(void *arg)
+{
+	(void)arg;
+	take(&lg0, cg, 0);
+	take(&lb, cb, 0);
+	take(&la, ca, 0);
+	drop(&la);
+	drop(&lb);
+	drop(&lg0);
+	return NULL;
+}
+
+TEST(a_gate_must_be_the_same_lock_at_every_occurrence)
+{
+	start();
+	ca = named("A");
+	cb = named("B");
+	cg = named("G");
+	on_thread(obj0_then_obj1_ab, NULL);
+	on_thread(obj0_ba, NULL);
+	ASSERT_EQ(stop(), 1);
+	ASSERT_EQ(stats().excused_gate, 0);
+}
+
+TEST(the_same_gate_instance_on_both_sides_still_excuses)
+{
+	start();
+	ca = named("A");
+	cb = named("B");
+	cg = named("G");
+	for (int i = 0; i < 3; i++) {
+		on_thread(obj0_ab, NULL);
+		on_thread(obj0_ba, NULL);
+	}
+	ASSERT_EQ(stop(), 0);
+	ASSERT_GE(stats().excused_gate, 1);
+}
+
 /* ---- reader locks ---- */
 
 static void *read_r_then_a(void *arg)
@@ -699,21 +796,57 @@ TEST(held_list_releases_in_any_order)
 TEST(deep_nesting_is_counted_not_tracked)
 {
 	start();
-	static struct lk l[40];
+	static struct lk l[70];
 	uint32_t c = named("deep");
-	for (int i = 0; i < 40; i++)
+	for (int i = 0; i < 70; i++)
 		take(&l[i], c, 0);
-	const void *held[64];
-	ASSERT_EQ(weft__predict_held(held, 64), 32);
-	for (int i = 39; i >= 0; i--)
+	const void *held[80];
+	ASSERT_EQ(weft__predict_held(held, 80), 64); /* the list's capacity */
+	for (int i = 69; i >= 0; i--)
 		drop(&l[i]);
-	ASSERT_EQ(weft__predict_held(held, 64), 0);
+	ASSERT_EQ(weft__predict_held(held, 80), 0);
 	ASSERT_EQ(stop(), 0);
 	struct weft__predict_stats s = stats();
-	ASSERT_EQ(s.held_overflow, 8);
+	ASSERT_EQ(s.held_overflow, 6);
 	ASSERT_EQ(s.same_class, 1); /* one class nested in itself, counted once */
 	ASSERT_EQ(s.edges, 0);
 	ASSERT_EQ(s.inversions, 0);
+}
+
+/* Locks held beyond the ones an acquisition takes orders from (the oldest 32) are still held:
+ * releases of locks never tracked must not make the thread forget them, and once older ones are
+ * released, orders come from them too. */
+TEST(untracked_releases_leave_the_held_list_exact)
+{
+	start();
+	static struct lk l[40], stranger, ln;
+	uint32_t c[40];
+	char name[16];
+	for (int i = 0; i < 40; i++) {
+		snprintf(name, sizeof(name), "n%d", i);
+		c[i] = named(name);
+	}
+	uint32_t cn = named("n-last");
+	for (int i = 0; i < 40; i++)
+		take(&l[i], c[i], 0);
+	const void *held[64];
+	ASSERT_EQ(weft__predict_held(held, 64), 40);
+	for (int i = 0; i < 8; i++)
+		drop(&stranger); /* never taken: changes nothing */
+	ASSERT_EQ(weft__predict_held(held, 64), 40);
+	for (int i = 0; i < 8; i++)
+		drop(&l[i]);
+	ASSERT_EQ(weft__predict_held(held, 64), 32);
+	ASSERT_TRUE(held[0] == &l[8] && held[31] == &l[39]);
+	uint64_t e0 = stats().edges;
+	take(&ln, cn, 0); /* orders from l[8..39]: the eight newest too */
+	ASSERT_EQ(stats().edges - e0, 32);
+	drop(&ln);
+	for (int i = 8; i < 40; i++)
+		drop(&l[i]);
+	ASSERT_EQ(weft__predict_held(held, 64), 0);
+	ASSERT_EQ(stop(), 0);
+	ASSERT_EQ(stats().held_overflow, 0);
 }
 
 static struct lk lx1, lx2;
@@ -828,6 +961,76 @@ TEST(hooks_are_inert_when_stopped_and_restart_clears_held_lists)
 	ASSERT_EQ(weft__predict_held(held, 4), 0);            /* the stale entry for a is gone */
 	ASSERT_EQ(weft__predict_class_named("a", NULL), ca_); /* classes persist */
 	weft__predict_stop();
+}
+
+/* ---- signal handlers ---- */
+
+/* A handler that locks a lock of its own for the first time (its class made, its address entered
+ * under the address table's lock) and forgets it again (so the next signal's use is a first use
+ * too), while the interrupted thread may be inside a hook holding that lock. */
+enum { SIG_LOCKS = 64 };
+static struct lk sig_locks[SIG_LOCKS], sig_held;
+static volatile sig_atomic_t sig_handled;
+static _Atomic int storm_stop;
+
+static void on_storm_signal(int signo)
+{
+	(void)signo;
+	int saved = errno;
+	struct lk *l = &sig_locks[sig_handled % SIG_LOCKS];
+	void *site = (void *)(uintptr_t)0x5100;
+	uint32_t c = weft__predict_class(l, site);
+	weft__predict_before(l, c, 0, site);
+	weft__predict_after(l, c, 0, 0, site);
+	weft__predict_release(l);
+	weft__predict_forget(l);
+	(void)weft__predict_class_named("sig.named", site);
+	sig_handled = sig_handled + 1;
+	errno = saved;
+}
+
+static void *signal_storm(void *arg)
+{
+	pthread_t target = *(pthread_t *)arg;
+	while (!atomic_load(&storm_stop)) {
+		pthread_kill(target, SIGUSR1);
+		sched_yield();
+	}
+	return NULL;
+}
+
+TEST_TIMEOUT(signal_handler_locking_while_its_thread_is_inside_a_hook_does_not_hang, 30)
+{
+	start();
+	struct sigaction sa, old;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_storm_signal;
+	sigemptyset(&sa.sa_mask);
+	ASSERT_OK(sigaction(SIGUSR1, &sa, &old));
+	uint32_t ch = named("sig.held");
+	take(&sig_held, ch, 0); /* the handler's acquisitions make orders under it */
+	pthread_t self = pthread_self(), t;
+	ASSERT_EQ(pthread_create(&t, NULL, signal_storm, &self), 0);
+	/* the hooks that take the address table's lock, in a loop: init, first use, destroy */
+	static struct lk m, first;
+	void *site = (void *)(uintptr_t)0x5200, *use = (void *)(uintptr_t)0x5300;
+	for (long i = 0; i < 3000000 && (i < 100000 || sig_handled < 2000); i++) {
+		weft__predict_class_init(&m, site);
+		weft__predict_forget(&m);
+		uint32_t c = weft__predict_class(&first, use);
+		weft__predict_before(&first, c, 0, use);
+		weft__predict_after(&first, c, 0, 0, use);
+		weft__predict_release(&first);
+		weft__predict_forget(&first);
+	}
+	atomic_store(&storm_stop, 1);
+	ASSERT_EQ(pthread_join(t, NULL), 0);
+	drop(&sig_held);
+	ASSERT_OK(sigaction(SIGUSR1, &old, NULL));
+	ASSERT_GT(sig_handled, 0);
+	const void *held[4];
+	ASSERT_EQ(weft__predict_held(held, 4), 0); /* the handler's locks left nothing behind */
+	ASSERT_EQ(stop(), 0);
 }
 
 /* ---- through weft_mutex, weft_rwlock and weft_cond ---- */

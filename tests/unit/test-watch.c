@@ -631,6 +631,8 @@ static void run_cycle(int n, weft_watch_report *out)
 	ASSERT_LT(out->time_ns, c.deadline);
 	ASSERT_EQ(out->nthreads, n);
 	ASSERT_EQ(out->more_threads, 0);
+	/* timed waits: a real cycle while it lasts, but one that ends by itself */
+	ASSERT_EQ(out->ends, 1);
 	for (int k = 0; k < n; k++) {
 		const weft_watch_thread *th = &out->threads[k];
 		int i = -1;
@@ -642,6 +644,8 @@ static void run_cycle(int n, weft_watch_report *out)
 		ASSERT_EQ(th->wait_kind, WEFT_WATCH_LOCK_MUTEX);
 		/* waits for m[i+1], owned by the thread that comes next in the report */
 		ASSERT_TRUE(th->waits_for == (const void *)&c.m[(i + 1) % n]);
+		ASSERT_EQ(th->deadline_ns, c.deadline);
+		ASSERT_EQ(th->error, 0);
 		ASSERT_EQ(th->owner_tid, c.tid[(i + 1) % n]);
 		ASSERT_EQ(out->threads[(k + 1) % n].tid, c.tid[(i + 1) % n]);
 		ASSERT_GT(th->waited_ns, 0);
@@ -729,6 +733,10 @@ TEST(deadlock_json_and_text)
 	ASSERT_EQ(depth, 0);
 	ASSERT_GE(maxd, 4);
 	ASSERT_CONTAINS(buf, "\"event\":\"deadlock\"");
+	ASSERT_CONTAINS(buf, "\"ends\":true");
+	ASSERT_CONTAINS(buf, "\"deadline_ns\":");
+	ASSERT_CONTAINS(buf, "\"error\":null");
+	ASSERT_CONTAINS(buf, "\"stack_from_site\":false");
 	char pidf[64];
 	snprintf(pidf, sizeof(pidf), "\"pid\":%d", (int)getpid());
 	ASSERT_CONTAINS(buf, pidf);
@@ -758,6 +766,8 @@ TEST(deadlock_json_and_text)
 	snprintf(tl, sizeof(tl), "owned by thread %d", (int)r.threads[0].owner_tid);
 	ASSERT_CONTAINS(buf, tl);
 	ASSERT_CONTAINS(buf, "waits for mutex 0x");
+	ASSERT_CONTAINS(buf, "(ends at its deadline)");
+	ASSERT_CONTAINS(buf, "this wait ends by itself");
 	ASSERT_CONTAINS(buf, "deadlock_thread");
 	ASSERT_CONTAINS(buf, "stack:");
 	close(tp[0]);
@@ -855,8 +865,20 @@ TEST(self_deadlock)
 	ASSERT_EQ(r.threads[0].owner_tid, gettid_());
 	ASSERT_TRUE(r.threads[0].waits_for == (const void *)&m);
 	ASSERT_EQ(r.threads[0].wait_kind, WEFT_WATCH_LOCK_MUTEX);
+	/* the relock returned at once: reported, as one that ends by itself */
+	ASSERT_EQ(r.threads[0].error, EDEADLK);
+	ASSERT_EQ(r.threads[0].deadline_ns, 0);
+	ASSERT_EQ(r.ends, 1);
 	ASSERT_GT(r.threads[0].nstack, 0);
 	ASSERT_TRUE(stack_has(r.threads[0].stack, r.threads[0].nstack, "th_case_self_deadlock"));
+	char *text = NULL;
+	ASSERT_OK(weft_watch_report_text(&r, &text));
+	ASSERT_CONTAINS(text, "(the call returned EDEADLK)");
+	free(text);
+	ASSERT_OK(weft_watch_report_json(&r, &text));
+	ASSERT_CONTAINS(text, "\"ends\":true");
+	ASSERT_CONTAINS(text, "\"error\":\"EDEADLK\"");
+	free(text);
 	ASSERT_OK(weft_mutex_unlock(&m));
 	ASSERT_OK(weft_mutex_destroy(&m));
 	weft_watch_stop();
@@ -1273,6 +1295,7 @@ unmonitored:
 
 TEST(deadlock_action_exit)
 {
+	/* a wait that cannot end (an untimed wrlock under the thread's own rdlock): the action */
 	pid_t pid = fork();
 	ASSERT_GE(pid, 0);
 	if (pid == 0) {
@@ -1281,16 +1304,93 @@ TEST(deadlock_action_exit)
 		                        .exit_code = 42};
 		if (weft_watch_start(&o) != 0)
 			_exit(1);
-		weft_mutex m = WEFT_MUTEX_INIT;
-		weft_mutex_lock(&m);
-		weft_mutex_lock(&m);
-		th_sleep_ms((long)(5000 * th_scale()));
+		weft_rwlock l = WEFT_RWLOCK_INIT;
+		weft_rwlock_rdlock(&l);
+		weft_rwlock_wrlock(&l);
 		_exit(2);
 	}
 	int st;
 	ASSERT_EQ(waitpid(pid, &st, 0), pid);
 	ASSERT_TRUE(WIFEXITED(st));
 	ASSERT_EQ(WEXITSTATUS(st), 42);
+}
+
+/* Waits that end by themselves are reported, but the action is not taken: an error checking
+ * relock (EDEADLK at once), an rdlock under one's own wrlock (EDEADLK), a timed self-wait, and a
+ * cycle of timed waits. */
+static int64_t cyc_deadline;
+static weft_mutex cyc_m[2];
+static pthread_barrier_t cyc_bar;
+
+static void *timed_cycle_thread(void *p)
+{
+	int i = (int)(long)p;
+	if (weft_mutex_lock(&cyc_m[i]) != 0)
+		return (void *)1;
+	pthread_barrier_wait(&cyc_bar);
+	int r = weft_mutex_timedlock(&cyc_m[1 - i], cyc_deadline);
+	if (r == 0)
+		weft_mutex_unlock(&cyc_m[1 - i]);
+	weft_mutex_unlock(&cyc_m[i]);
+	return NULL;
+}
+
+TEST(no_action_for_waits_that_end)
+{
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		nreps = 0;
+		weft_watch_options o = {.scan_ns = 10000000,
+		                        .long_wait_ns = -1,
+		                        .on_report = on_report,
+		                        .on_deadlock = WEFT_WATCH_ACTION_EXIT,
+		                        .exit_code = 42};
+		if (weft_watch_start(&o) != 0)
+			_exit(1);
+		weft_mutex m = WEFT_MUTEX_INIT;
+		weft_mutex_lock(&m);
+		if (weft_mutex_lock(&m) != -EDEADLK)
+			_exit(3);
+		weft_mutex_unlock(&m);
+		weft_rwlock l = WEFT_RWLOCK_INIT;
+		weft_rwlock_wrlock(&l);
+		if (weft_rwlock_rdlock(&l) != -EDEADLK)
+			_exit(4);
+		weft_rwlock_unlock(&l);
+		/* a timed wrlock under its own rdlock: a self-wait until the deadline */
+		weft_rwlock_rdlock(&l);
+		if (weft_rwlock_timedwrlock(&l, in_ms(200)) != -ETIMEDOUT)
+			_exit(5);
+		weft_rwlock_unlock(&l);
+		/* two threads in a cycle of timed waits */
+		cyc_deadline = in_ms(300);
+		weft_mutex_init(&cyc_m[0], NULL);
+		weft_mutex_init(&cyc_m[1], NULL);
+		pthread_barrier_init(&cyc_bar, NULL, 2);
+		pthread_t t[2];
+		for (long i = 0; i < 2; i++)
+			pthread_create(&t[i], NULL, timed_cycle_thread, (void *)i);
+		for (int i = 0; i < 2; i++)
+			pthread_join(t[i], NULL);
+		th_sleep_ms(50);
+		weft_watch_stop();
+		weft_watch_report r;
+		if (count_reports(WEFT_WATCH_SELF_DEADLOCK) != 3 ||
+		    count_reports(WEFT_WATCH_DEADLOCK) != 1)
+			_exit(6);
+		for (int i = 0; i < nreps && i < MAX_REPORTS; i++)
+			if (!reps[i].ends)
+				_exit(7);
+		if (!wait_report(WEFT_WATCH_DEADLOCK, 0, &r) || r.threads[0].deadline_ns <= 0 ||
+		    r.threads[1].deadline_ns <= 0)
+			_exit(8);
+		_exit(0);
+	}
+	int st;
+	ASSERT_EQ(waitpid(pid, &st, 0), pid);
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_EQ(WEXITSTATUS(st), 0);
 }
 
 /* ---- across processes ---- */
@@ -1386,4 +1486,369 @@ TEST(deadlock_across_processes)
 	}
 	munmap(x, sizeof(*x));
 	close(shm);
+}
+
+/* ---- deadlines too far to represent ---- */
+
+TEST(realtime_deadline_saturates)
+{
+	/* "never" as programs write it: forever (-1), not a time in the past */
+	ASSERT_EQ(weft__watch_realtime_to_mono(&(struct timespec){LONG_MAX, 0}), -1);
+	ASSERT_EQ(weft__watch_realtime_to_mono(&(struct timespec){LONG_MAX / 2, 0}), -1);
+	/* far, but within int64 ns of now: a time */
+	ASSERT_GT(weft__watch_realtime_to_mono(&(struct timespec){INT64_MAX / 1000000000 + 5, 0}),
+	          weft__watch_now());
+	ASSERT_EQ(weft__watch_realtime_to_mono(&(struct timespec){LONG_MAX, 999999999}), -1);
+	/* the past: 0 */
+	ASSERT_EQ(weft__watch_realtime_to_mono(&(struct timespec){0, 0}), 0);
+	ASSERT_EQ(weft__watch_realtime_to_mono(&(struct timespec){LONG_MIN, 0}), 0);
+	/* a second from now: a second from now on the monotonic clock */
+	struct timespec rt;
+	clock_gettime(CLOCK_REALTIME, &rt);
+	rt.tv_sec += 1;
+	int64_t d = weft__watch_realtime_to_mono(&rt) - weft__watch_now();
+	ASSERT_GT(d, 500000000);
+	ASSERT_LE(d, 1000000000);
+	/* a hundred years from now is still a time */
+	rt.tv_sec += 100LL * 365 * 86400;
+	ASSERT_GT(weft__watch_realtime_to_mono(&rt), weft__watch_now());
+}
+
+static void *hold_300ms(void *p)
+{
+	weft_mutex *m = p;
+	ASSERT_OK(weft_mutex_lock(m));
+	th_sleep_ms(300);
+	ASSERT_OK(weft_mutex_unlock(m));
+	return NULL;
+}
+
+TEST(timedlock_far_deadline_waits)
+{
+	/* weft_mutex_timedlock with the largest deadline waits for the holder, monitored or not
+	 * (TSan builds convert it to CLOCK_REALTIME: that must not overflow into the past) */
+	for (int monitored = 0; monitored < 2; monitored++) {
+		if (monitored)
+			start_monitor(20000000, -1, -1);
+		weft_mutex m = WEFT_MUTEX_INIT;
+		pthread_t t;
+		ASSERT_EQ(pthread_create(&t, NULL, hold_300ms, &m), 0);
+		while (weft_mutex_trylock(&m) == 0) {
+			ASSERT_OK(weft_mutex_unlock(&m));
+			th_sleep_ms(1);
+		}
+		ASSERT_OK(weft_mutex_timedlock(&m, INT64_MAX));
+		ASSERT_OK(weft_mutex_unlock(&m));
+		join(t);
+		if (monitored)
+			weft_watch_stop();
+	}
+}
+
+/* ---- outputs: only the file they were at start ---- */
+
+TEST(output_fd_reused_is_not_written)
+{
+	char a[1024], b[1024];
+	snprintf(a, sizeof(a), "%s/reports.json", th_tmpdir());
+	snprintf(b, sizeof(b), "%s/program-data", th_tmpdir());
+	int fa = open(a, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	ASSERT_GE(fa, 0);
+	/* a closed fd is refused */
+	ASSERT_ERR(weft_watch_start(&(weft_watch_options){.json_fd = 987}), -EBADF);
+	ASSERT_ERR(weft_watch_start(&(weft_watch_options){.text_fd = 987}), -EBADF);
+	weft_watch_counts before, after;
+	ASSERT_OK(weft_watch_get_counts(&before));
+	weft_watch_options o = {
+	        .scan_ns = 10000000, .json_fd = fa, .text_fd = fa, .on_report = on_report};
+	ASSERT_OK(weft_watch_start(&o));
+	weft_mutex m = WEFT_MUTEX_INIT;
+	ASSERT_OK(weft_mutex_lock(&m));
+	ASSERT_ERR(weft_mutex_lock(&m), -EDEADLK);
+	ASSERT_TRUE(wait_report(WEFT_WATCH_SELF_DEADLOCK, 3000, NULL));
+	/* the callback comes first: wait for the text, written last */
+	for (int64_t end = in_ms(3000);;) {
+		char *ja = th_read_file(a);
+		int done = ja && strstr(ja, "weft watch: self-deadlock") != NULL;
+		free(ja);
+		if (done)
+			break;
+		ASSERT_LT(weft_now(), end);
+		th_sleep_ms(5);
+	}
+	/* the program closes the fd and the number comes back for a file of its own */
+	int fb = open(b, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	ASSERT_GE(fb, 0);
+	ASSERT_EQ(dup3(fb, fa, O_CLOEXEC), fa);
+	close(fb);
+	nreps = 0;
+	ASSERT_ERR(weft_mutex_lock(&m), -EDEADLK);
+	ASSERT_TRUE(wait_report(WEFT_WATCH_SELF_DEADLOCK, 3000, NULL));
+	ASSERT_OK(weft_mutex_unlock(&m));
+	weft_watch_stop();
+	close(fa);
+	ASSERT_OK(weft_watch_get_counts(&after));
+	/* the first report went to the report file, the second to neither */
+	char *ja = th_read_file(a), *jb = th_read_file(b);
+	ASSERT_CONTAINS(ja, "\"event\":\"self-deadlock\"");
+	ASSERT_STR_EQ(jb, "");
+	ASSERT_EQ(after.lost_output - before.lost_output, 2); /* its JSON and its text */
+	free(ja);
+	free(jb);
+}
+
+/* ---- a stale owner is no proof ---- */
+
+struct stale {
+	weft_mutex m1, m2;
+	pthread_t a;
+	_Atomic int phase;
+	_Atomic int in_handler;
+	int ra, rmain;
+};
+static struct stale *stale_ctx;
+
+static void slow_handler(int sig)
+{
+	(void)sig;
+	atomic_store(&stale_ctx->in_handler, 1);
+	/* the waiter cannot refresh the owner it published while it runs this */
+	th_sleep_ms((long)(800 * th_scale()));
+}
+
+static void *stale_a(void *p)
+{
+	struct stale *s = p;
+	ASSERT_OK(weft_mutex_lock(&s->m2));
+	atomic_store(&s->phase, 1);
+	s->ra = weft_mutex_timedlock(&s->m1, in_ms(5000)); /* owner: main, then the c thread */
+	if (s->ra == 0)
+		ASSERT_OK(weft_mutex_unlock(&s->m1));
+	ASSERT_OK(weft_mutex_unlock(&s->m2));
+	return NULL;
+}
+
+static void *stale_c(void *p)
+{
+	struct stale *s = p;
+	while (atomic_load(&s->phase) < 2)
+		th_sleep_ms(1);
+	while (weft_mutex_trylock(&s->m1) != 0)
+		th_sleep_ms(1);
+	atomic_store(&s->phase, 3);
+	while (atomic_load(&s->phase) < 4)
+		th_sleep_ms(1);
+	ASSERT_OK(weft_mutex_unlock(&s->m1));
+	return NULL;
+}
+
+TEST(stale_owner_is_not_a_deadlock)
+{
+	/* a waits for m1 and published its owner, main; main hands m1 to c and then waits for
+	 * m2, which a holds. The real graph is a chain main -> a -> c; a's published owner
+	 * (main) is stale while a cannot refresh it (in a slow signal handler) */
+	static struct stale s;
+	memset(&s, 0, sizeof(s));
+	stale_ctx = &s;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = slow_handler;
+	ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+	start_monitor(20000000, -1, -1);
+	ASSERT_OK(weft_mutex_init(&s.m1, NULL));
+	ASSERT_OK(weft_mutex_init(&s.m2, NULL));
+	ASSERT_OK(weft_mutex_lock(&s.m1));
+	pthread_t c;
+	ASSERT_EQ(pthread_create(&s.a, NULL, stale_a, &s), 0);
+	ASSERT_EQ(pthread_create(&c, NULL, stale_c, &s), 0);
+	while (atomic_load(&s.phase) < 1)
+		th_sleep_ms(1);
+	th_sleep_ms(60); /* a waits for m1, its owner (main) published */
+	ASSERT_EQ(pthread_kill(s.a, SIGUSR1), 0);
+	while (!atomic_load(&s.in_handler))
+		th_sleep_ms(1);
+	atomic_store(&s.phase, 2);
+	ASSERT_OK(weft_mutex_unlock(&s.m1)); /* c takes it */
+	while (atomic_load(&s.phase) < 3)
+		th_sleep_ms(1);
+	/* main -> a (a owns m2) for 300 ms, many scans, while a's record still says main */
+	s.rmain = weft_mutex_timedlock(&s.m2, in_ms(300));
+	ASSERT_ERR(s.rmain, -ETIMEDOUT);
+	atomic_store(&s.phase, 4);
+	join(s.a);
+	join(c);
+	weft_watch_stop();
+	ASSERT_OK(s.ra);
+	ASSERT_EQ(count_reports(WEFT_WATCH_DEADLOCK), 0);
+	ASSERT_OK(weft_mutex_destroy(&s.m1));
+	ASSERT_OK(weft_mutex_destroy(&s.m2));
+	signal(SIGUSR1, SIG_DFL);
+}
+
+/* ---- a deadlock through a condition wait's re-lock: named in the long wait ---- */
+
+struct crl {
+	weft_mutex l, m;
+	weft_cond c;
+	_Atomic int ready;
+	pid_t sleeper;
+	int rc;
+};
+
+static void *crl_sleeper(void *p)
+{
+	struct crl *x = p;
+	x->sleeper = gettid_();
+	ASSERT_OK(weft_mutex_lock(&x->l));
+	ASSERT_OK(weft_mutex_lock(&x->m));
+	atomic_store(&x->ready, 1);
+	x->rc = weft_cond_wait(&x->c, &x->m, in_ms(5000));
+	ASSERT_OK(weft_mutex_unlock(&x->m));
+	ASSERT_OK(weft_mutex_unlock(&x->l));
+	return NULL;
+}
+
+TEST(cond_relock_owner_named)
+{
+	start_monitor(10000000, 100000000, -1);
+	static struct crl x;
+	memset(&x, 0, sizeof(x));
+	ASSERT_OK(weft_mutex_init(&x.l, NULL));
+	ASSERT_OK(weft_mutex_init(&x.m, NULL));
+	ASSERT_OK(weft_cond_init(&x.c));
+	pthread_t t;
+	ASSERT_EQ(pthread_create(&t, NULL, crl_sleeper, &x), 0);
+	for (;;) {
+		ASSERT_OK(weft_mutex_lock(&x.m));
+		if (atomic_load(&x.ready))
+			break;
+		ASSERT_OK(weft_mutex_unlock(&x.m));
+		th_sleep_ms(1);
+	}
+	/* the sleeper waits on c (it released m to get there): wake it, then wait for l, which
+	 * it holds while it waits for m, which we hold: stuck until our deadline */
+	ASSERT_OK(weft_cond_signal(&x.c));
+	ASSERT_ERR(weft_mutex_timedlock(&x.l, in_ms(600)), -ETIMEDOUT);
+	ASSERT_OK(weft_mutex_unlock(&x.m));
+	join(t);
+	weft_watch_stop();
+	ASSERT_OK(x.rc);
+	weft_watch_report r;
+	ASSERT_TRUE(wait_report(WEFT_WATCH_LONG_WAIT, 0, &r));
+	ASSERT_EQ(r.threads[0].tid, gettid_());
+	ASSERT_EQ(r.threads[0].owner_tid, x.sleeper);
+	ASSERT_EQ(r.nthreads, 2);
+	ASSERT_EQ(r.threads[1].tid, x.sleeper);
+	ASSERT_EQ(r.threads[1].wait_kind, WEFT_WATCH_LOCK_COND);
+	ASSERT_TRUE(r.threads[1].waits_for == (const void *)&x.c);
+	ASSERT_TRUE(r.threads[1].cond_mutex == (const void *)&x.m);
+	char *text = NULL;
+	ASSERT_OK(weft_watch_report_text(&r, &text));
+	ASSERT_CONTAINS(text, "is in a condition wait on");
+	ASSERT_CONTAINS(text, "with mutex");
+	free(text);
+	ASSERT_OK(weft_watch_report_json(&r, &text));
+	ASSERT_CONTAINS(text, "\"cond_mutex\":\"0x");
+	free(text);
+	ASSERT_EQ(count_reports(WEFT_WATCH_DEADLOCK), 0); /* not provable: not claimed */
+	ASSERT_OK(weft_cond_destroy(&x.c));
+}
+
+/* ---- condition waits: the stack once per call site ---- */
+
+static __attribute__((noinline)) int cond_wait_here(struct condpair *cp, int64_t deadline)
+{
+	int r = weft_cond_wait(&cp->c, &cp->m, deadline);
+	__asm__ volatile("" ::: "memory");
+	return r;
+}
+
+TEST(cond_stack_once_per_site)
+{
+	start_monitor(10000000, -1, 100000000);
+	struct condpair cp = {.m = WEFT_MUTEX_INIT};
+	ASSERT_OK(weft_cond_init(&cp.c));
+	ASSERT_OK(weft_mutex_lock(&cp.m));
+	/* the first wait at the site captures its stack (and is short: no report) */
+	ASSERT_ERR(cond_wait_here(&cp, in_ms(5)), -ETIMEDOUT);
+	/* the second is long: its report carries the site's first stack */
+	ASSERT_ERR(cond_wait_here(&cp, in_ms(400)), -ETIMEDOUT);
+	ASSERT_OK(weft_mutex_unlock(&cp.m));
+	weft_watch_stop();
+	weft_watch_report r;
+	ASSERT_TRUE(wait_report(WEFT_WATCH_COND_WAIT, 0, &r));
+	ASSERT_EQ(r.threads[0].stack_from_site, 1);
+	ASSERT_TRUE(r.threads[0].cond_mutex == (const void *)&cp.m);
+	ASSERT_TRUE(stack_has(r.threads[0].stack, r.threads[0].nstack, "cond_wait_here"));
+	ASSERT_TRUE(stack_has(r.threads[0].stack, r.threads[0].nstack,
+	                      "th_case_cond_stack_once_per_site"));
+	char *text = NULL;
+	ASSERT_OK(weft_watch_report_text(&r, &text));
+	ASSERT_CONTAINS(text, "stack (the first one seen at this call site)");
+	free(text);
+	ASSERT_OK(weft_cond_destroy(&cp.c));
+}
+
+/* ---- a wait in a signal handler, inside the recording of another ---- */
+
+static weft_mutex nest_outer = WEFT_MUTEX_INIT, nest_inner = WEFT_MUTEX_INIT;
+static _Atomic int nest_fired;
+
+static void nest_handler(int sig)
+{
+	(void)sig;
+	/* a contended wait of its own (the other thread holds nest_inner) */
+	int r = weft_mutex_timedlock(&nest_inner, in_ms(30));
+	if (r == 0)
+		weft_mutex_unlock(&nest_inner);
+}
+
+static void nest_hook(void)
+{
+	int zero = 0;
+	if (atomic_compare_exchange_strong(&nest_fired, &zero, 1))
+		raise(SIGUSR2);
+}
+
+static void *nest_holder(void *p)
+{
+	(void)p;
+	ASSERT_OK(weft_mutex_lock(&nest_outer));
+	ASSERT_OK(weft_mutex_lock(&nest_inner));
+	th_sleep_ms(400);
+	ASSERT_OK(weft_mutex_unlock(&nest_inner));
+	ASSERT_OK(weft_mutex_unlock(&nest_outer));
+	return NULL;
+}
+
+TEST(signal_handler_wait_does_not_clobber)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = nest_handler;
+	ASSERT_EQ(sigaction(SIGUSR2, &sa, NULL), 0);
+	start_monitor(10000000, 150000000, -1);
+	pthread_t t;
+	ASSERT_EQ(pthread_create(&t, NULL, nest_holder, NULL), 0);
+	while (weft_mutex_trylock(&nest_inner) == 0) {
+		ASSERT_OK(weft_mutex_unlock(&nest_inner));
+		th_sleep_ms(1);
+	}
+	atomic_store(&nest_fired, 0);
+	__atomic_store_n(&weft__watch_test_hook, nest_hook, __ATOMIC_SEQ_CST);
+	/* the outer wait: the hook raises the signal between its field stores and its publication;
+	 * the handler waits for nest_inner */
+	ASSERT_OK(weft_mutex_lock(&nest_outer));
+	__atomic_store_n(&weft__watch_test_hook, NULL, __ATOMIC_SEQ_CST);
+	ASSERT_OK(weft_mutex_unlock(&nest_outer));
+	join(t);
+	weft_watch_stop();
+	signal(SIGUSR2, SIG_DFL);
+	ASSERT_EQ(atomic_load(&nest_fired), 1);
+	/* the long wait is the outer one's, with its own lock */
+	weft_watch_report r;
+	ASSERT_TRUE(wait_report(WEFT_WATCH_LONG_WAIT, 0, &r));
+	ASSERT_EQ(r.threads[0].tid, gettid_());
+	ASSERT_TRUE(r.threads[0].waits_for == (const void *)&nest_outer);
+	ASSERT_EQ(count_reports(WEFT_WATCH_LONG_WAIT), 1);
 }

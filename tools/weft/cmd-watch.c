@@ -18,9 +18,15 @@
  * LD_PRELOAD (the library first, then an LD_PRELOAD already set), WEFT_WATCH_SHM_FD,
  * WEFT_WATCH_JSON_FD, WEFT_WATCH_TEXT_FD=2, WEFT_WATCH_PREDICT, WEFT_WATCH_ON_DEADLOCK and, when
  * given, WEFT_WATCH_SCAN_MS, WEFT_WATCH_LONG_WAIT_MS, WEFT_WATCH_COND_WAIT_MS, WEFT_WATCH_PROFILE
- * (stale values from the caller's environment are removed). PROG runs as a child; SIGINT,
+ * (stale values from the caller's environment are removed), and WEFT_WATCH_JSON_ID=DEV:INO of
+ * the temporary file, which the library checks the JSON fd against (a process that finds that fd
+ * number open on a file of its own writes no JSON into it). PROG runs as a child; SIGINT,
  * SIGTERM, SIGHUP and SIGQUIT sent to this command (by kill, not by the terminal, which signals
- * the whole foreground group) are forwarded to it.
+ * the whole foreground group) are forwarded to it. The forwarding handlers are installed before
+ * the fork with those signals blocked, and unblocked once the child's pid is known: a signal that
+ * comes in between is held, then forwarded, never killing this command with PROG left orphaned
+ * (the child restores the dispositions and the mask before exec). Tests only:
+ * WEFT_WATCH_TEST_FORK_PAUSE_MS=N pauses that long in the parent after the fork, signals held.
  *
  * Exit status: 0 nothing found and PROG exited 0; 1 nothing found and PROG failed (exited
  * non-zero or was killed); 2 bad usage or PROG cannot run; 3 something was found.
@@ -37,6 +43,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -347,6 +354,7 @@ static void forward(int sig, siginfo_t *si, void *ctx)
 }
 
 static const int FORWARDED[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+#define NFORWARDED (sizeof(FORWARDED) / sizeof(FORWARDED[0]))
 
 static void set_env_or_unset(const char *name, const char *value)
 {
@@ -359,10 +367,11 @@ static void set_env_or_unset(const char *name, const char *value)
 /* In the child: the environment, the inherited fds, then exec. Reports exec's errno on
  * `err_fd` (close-on-exec: nothing arrives when exec succeeds). */
 static _Noreturn void run_child(const struct opts *o, const char *path, const char *lib, int shm_fd,
-                                int json_fd, int err_fd)
+                                int json_fd, int err_fd, const sigset_t *old_mask)
 {
 	for (size_t i = 0; i < sizeof(FORWARDED) / sizeof(FORWARDED[0]); i++)
 		signal(FORWARDED[i], SIG_DFL);
+	sigprocmask(SIG_SETMASK, old_mask, NULL);
 	fcntl(shm_fd, F_SETFD, 0);
 	fcntl(json_fd, F_SETFD, 0);
 
@@ -379,6 +388,14 @@ static _Noreturn void run_child(const struct opts *o, const char *path, const ch
 	setenv("WEFT_WATCH_SHM_FD", num, 1);
 	snprintf(num, sizeof(num), "%d", json_fd);
 	setenv("WEFT_WATCH_JSON_FD", num, 1);
+	struct stat st;
+	if (fstat(json_fd, &st) == 0) {
+		snprintf(num, sizeof(num), "%llu:%llu", (unsigned long long)st.st_dev,
+		         (unsigned long long)st.st_ino);
+		setenv("WEFT_WATCH_JSON_ID", num, 1);
+	} else {
+		unsetenv("WEFT_WATCH_JSON_ID");
+	}
 	setenv("WEFT_WATCH_TEXT_FD", "2", 1);
 	setenv("WEFT_WATCH_PREDICT", o->predict ? "1" : "0", 1);
 	setenv("WEFT_WATCH_ON_DEADLOCK", o->on_deadlock, 1);
@@ -543,6 +560,8 @@ int cmd_watch(int argc, char **argv)
 	}
 	int shm_fd = -1, json_fd = -1, pipe_fd[2] = {-1, -1};
 	int status = 2;
+	struct sigaction old_sa[NFORWARDED];
+	bool handlers_set = false;
 	r = weft_watch_shm_create(0, &shm_fd);
 	if (r < 0) {
 		cli_usage_error(CMD, "cannot create the shared registry: %s", weft_strerror(r));
@@ -571,22 +590,38 @@ int cmd_watch(int argc, char **argv)
 		goto out;
 	}
 
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid < 0) {
-		cli_usage_error(CMD, "cannot start %s: %s", name, strerror(errno));
-		goto out;
-	}
-	if (pid == 0)
-		run_child(&o, path, lib, shm_fd, json_fd, pipe_fd[1]);
-	child_pid = pid;
+	/* the forwarding handlers before the fork, the signals held until the child's pid is
+	 * known: one sent in between is forwarded then */
+	sigset_t fwd, old_mask;
+	sigemptyset(&fwd);
+	for (size_t i = 0; i < NFORWARDED; i++)
+		sigaddset(&fwd, FORWARDED[i]);
+	sigprocmask(SIG_BLOCK, &fwd, &old_mask);
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = forward;
 	sa.sa_flags = SA_SIGINFO | SA_RESTART;
 	sigemptyset(&sa.sa_mask);
-	for (size_t i = 0; i < sizeof(FORWARDED) / sizeof(FORWARDED[0]); i++)
-		sigaction(FORWARDED[i], &sa, NULL);
+	for (size_t i = 0; i < NFORWARDED; i++)
+		sigaction(FORWARDED[i], &sa, &old_sa[i]);
+	handlers_set = true;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		sigprocmask(SIG_SETMASK, &old_mask, NULL);
+		cli_usage_error(CMD, "cannot start %s: %s", name, strerror(errno));
+		goto out;
+	}
+	if (pid == 0)
+		run_child(&o, path, lib, shm_fd, json_fd, pipe_fd[1], &old_mask);
+	child_pid = pid;
+	const char *pause = getenv("WEFT_WATCH_TEST_FORK_PAUSE_MS");
+	if (pause && atoi(pause) > 0) {
+		struct timespec ts = {atoi(pause) / 1000, (atoi(pause) % 1000) * 1000000L};
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
+	sigprocmask(SIG_SETMASK, &old_mask, NULL);
 
 	close(pipe_fd[1]);
 	pipe_fd[1] = -1;
@@ -615,6 +650,9 @@ int cmd_watch(int argc, char **argv)
 	else
 		status = WIFEXITED(wst) && WEXITSTATUS(wst) == 0 && r == 0 ? 0 : 1;
 out:
+	if (handlers_set)
+		for (size_t i = 0; i < NFORWARDED; i++)
+			sigaction(FORWARDED[i], &old_sa[i], NULL);
 	if (out_fd >= 0)
 		close(out_fd);
 	if (shm_fd >= 0)
