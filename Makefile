@@ -1,5 +1,5 @@
 # The README's two commands, and a few conveniences. The build itself is meson's (build/).
-.PHONY: all run check bench bench-pool bench-fiber install clean
+.PHONY: all run check bench bench-pool bench-fiber bench-watch install clean
 
 all:
 	@scripts/deps build
@@ -16,6 +16,7 @@ check:
 
 bench: all
 	build/bench/weft-bench
+	bench/watch/run.sh
 
 # The pool against its peers (plain C, GLib, Java, Go), side by side; installs the peers first.
 bench-pool:
@@ -25,6 +26,11 @@ bench-pool:
 # instruction counts; installs the peers first.
 bench-fiber:
 	bench/fiber/run.sh
+
+# The lock monitor (weft watch, weft_mutex) against native locks, ThreadSanitizer and Helgrind:
+# lock costs, memcached's throughput, the known-answer programs; installs what it needs first.
+bench-watch:
+	bench/watch/run.sh
 
 install: all
 	meson install -C build
