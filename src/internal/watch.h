@@ -32,8 +32,17 @@ extern int weft__watch_on;
 extern int weft__watch_predict_on;
 /* Hold-time sampling period (0: off). */
 extern int weft__watch_profile_sample;
+/* The TLS model of the monitor's per-thread state: initial-exec in the preload library, which is
+ * loaded with the program (the model costs nothing there and saves a __tls_get_addr call per
+ * access on the lock path), the default in libweft, which a program may dlopen. */
+#ifdef WEFT__WATCH_PRELOAD
+#define WEFT__WATCH_TLS __attribute__((tls_model("initial-exec")))
+#else
+#define WEFT__WATCH_TLS
+#endif
+
 /* Set on the monitor's own threads: no recording there. */
-extern __thread int weft__watch_internal;
+extern __thread int weft__watch_internal WEFT__WATCH_TLS;
 
 /* ---- the wait protocol (engine.c) ----
  *

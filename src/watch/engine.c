@@ -101,7 +101,7 @@
 int weft__watch_on;
 int weft__watch_predict_on;
 int weft__watch_profile_sample;
-__thread int weft__watch_internal;
+__thread int weft__watch_internal WEFT__WATCH_TLS;
 
 /* ---- limits ---- */
 #define PRIV_RECS 2048 /* threads recorded per process */
@@ -159,13 +159,16 @@ static _Atomic uint32_t shm_gen; /* bumped when the registry changes */
 static _Atomic int shm_users;    /* threads inside a process-shared wait */
 static pid_t my_pid;
 
-static __thread pid_t my_tid;
-static __thread struct rec *my_rec;
-static __thread struct rec *my_srec;
-static __thread uint32_t my_srec_gen;
-static __thread int nest;        /* waits of this thread being recorded (see re-entrancy) */
-static __thread int shm_waiting; /* this thread counts itself in shm_users for a wait */
-static __thread int64_t name_at; /* when the thread's name was last read into its records */
+static __thread pid_t my_tid WEFT__WATCH_TLS;
+static __thread struct rec *my_rec WEFT__WATCH_TLS;
+static __thread struct rec *my_srec WEFT__WATCH_TLS;
+static __thread uint32_t my_srec_gen WEFT__WATCH_TLS;
+static __thread int nest
+        WEFT__WATCH_TLS; /* waits of this thread being recorded (see re-entrancy) */
+static __thread int shm_waiting
+        WEFT__WATCH_TLS; /* this thread counts itself in shm_users for a wait */
+static __thread int64_t name_at
+        WEFT__WATCH_TLS; /* when the thread's name was last read into its records */
 
 void (*weft__watch_test_hook)(void);
 
@@ -208,10 +211,10 @@ struct prof_stack {
 static struct prof *prof;
 static struct prof_stack *prof_stacks; /* PROF_CAP, parallel to prof */
 static _Atomic uint64_t prof_full;
-static __thread int hold_countdown;
-static __thread const void *hold_lock;
-static __thread void *hold_site;
-static __thread int64_t hold_start;
+static __thread int hold_countdown WEFT__WATCH_TLS;
+static __thread const void *hold_lock WEFT__WATCH_TLS;
+static __thread void *hold_site WEFT__WATCH_TLS;
+static __thread int64_t hold_start WEFT__WATCH_TLS;
 
 /* ---- the session ---- */
 enum { ST_STOPPED, ST_BUSY, ST_RUNNING };

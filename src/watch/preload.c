@@ -102,8 +102,8 @@
 #include "internal/watch.h"
 
 /* The preload library is loaded at start-up, so its TLS is static: initial-exec access is a
- * single %fs-relative load instead of a __tls_get_addr call on every lock. */
-extern __thread int weft__watch_internal __attribute__((tls_model("initial-exec")));
+ * single %fs-relative load instead of a __tls_get_addr call on every lock (the engine and the
+ * prediction code are compiled into this library with WEFT__WATCH_PRELOAD for the same reason). */
 
 /* ------------------------------------------------------------------------------------------------
  * Versions.

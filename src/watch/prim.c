@@ -2,7 +2,8 @@
  * weft_sem, each the pthread/POSIX object of its kind plus the lock monitor's hooks
  * (src/internal/watch.h).
  *
- * The lock path of each acquisition:
+ * The lock path of each acquisition (weft_mutex_lock with the monitor off is the real lock and
+ * one relaxed load of the monitor's flag, nothing else):
  *   1. prediction mode (weft__watch_predict_on): weft__predict_before(lock, class) first, so an
  *      inversion is reported before the thread can block;
  *   2. the real lock without waiting (trylock): the uncontended case ends here, costing the
@@ -12,7 +13,8 @@
  *   4. success: weft__predict_after (flags TRY for a trylock, REACQUIRE for the mutex taken
  *      back inside a condition wait), the rwlock hold lists (weft__watch_rw_acquired), the
  *      sampled hold times, and for EOWNERDEAD weft__watch_owner_died.
- * Releases undo 4 before the real unlock.
+ * Releases undo 4: an rwlock before its real unlock, a mutex once its real unlock has succeeded (a
+ * mutex unlock that fails, EPERM, changes nothing).
  *
  * Classes (prediction): a named weft_mutex/weft_rwlock gets its class from the name, an unnamed
  * one from its init call's site, both at init when prediction tables exist; otherwise (static
@@ -238,6 +240,8 @@ int weft_mutex_lock(weft_mutex *m)
 {
 	if (weft__unlikely(!m))
 		return -EINVAL;
+	if (weft__likely(!watch_on())) /* nothing to record: the real lock, nothing else */
+		return -pthread_mutex_lock(&m->m);
 	return mutex_acquire(m, -1, __builtin_return_address(0));
 }
 
