@@ -66,6 +66,7 @@ WEFT_API const char *weft_watch_lock_kind_name(weft_watch_lock_kind k);
 #define WEFT_WATCH_MAX_FRAMES 32
 #define WEFT_WATCH_MAX_THREADS 8
 #define WEFT_WATCH_MAX_HOLDS 8
+#define WEFT_WATCH_MAX_PATH 8
 
 /* One thread of a report. */
 typedef struct weft_watch_thread {
@@ -124,6 +125,18 @@ typedef struct weft_watch_report {
 	 * (threads[0].error) or a thread of the cycle has a deadline (deadline_ns). The cycle was
 	 * real when found, but the on_deadlock action (abort, exit) is taken only when 0. */
 	int ends;
+	/* INVERSION: the whole cycle, one step per lock of it in the order taken: path[i + 1] was
+	 * taken while path[i] was held, and the last step's lock while the cycle's last was held
+	 * closes it (order[1]). path[0] is order[0].held's class, the last step order[1].held's.
+	 * npath: 2 for two classes (or two locks of one class), more for longer cycles; more_path:
+	 * steps left out beyond WEFT_WATCH_MAX_PATH. Each step: a lock of that class as the order
+	 * out of it first held it, and the class's site and name. */
+	int npath, more_path;
+	struct {
+		const void *lock;
+		void *class_site;
+		char class_name[24];
+	} path[WEFT_WATCH_MAX_PATH];
 } weft_watch_report;
 
 /* Readable text for a report, stacks symbolized (several lines, ends in '\n'); malloc'd. */

@@ -145,7 +145,9 @@ extern void (*weft__watch_test_hook)(void);
  *    is added with the stack of this acquisition and the set of other held classes (gates); if
  *    a path cls -> ... -> class(H) already exists, an inversion is reported (weft__watch_emit)
  *    before the thread blocks, unless a gate lock common to both orders, or read mode at both ends
- *    of a reader lock, makes it safe. Reported once per class pair.
+ *    of a reader lock, makes it safe. Reported once per class pair. A held lock of the class
+ *    being taken (same-class nesting) gives an instance order (H's address -> the lock's)
+ *    instead, checked the same way among the instances of that class: reported once per pair.
  *  - weft__predict_after(lock, cls, mode, flags, site): the acquisition succeeded: push it on the
  *    held list. flags & WEFT__PREDICT_TRY: a trylock, which adds no edge into it (it cannot
  *    block); flags & WEFT__PREDICT_REACQUIRE: the re-acquisition inside a condition wait (no new
@@ -184,10 +186,14 @@ struct weft__predict_stats {
 	uint64_t excused_gate;     /* cycles found and excused by a common gate lock */
 	uint64_t excused_read;     /* cycles found and excused by read mode at a reader lock */
 	uint64_t search_truncated; /* path searches cut at the depth or visit bound */
+	uint64_t inst_edges;       /* instance orders (one class nested in itself, by address) */
+	uint64_t inst_overflow;    /* new instance orders not recorded: their table is full */
 };
 void weft__predict_get_stats(struct weft__predict_stats *ret);
 /* Tests: capacities (classes, pthread lock addresses, edges; 0: the default) for the tables the
  * first weft__predict_start of the process maps; no effect once they are mapped. */
 void weft__predict_test_caps(uint32_t classes, uint32_t addrs, uint32_t edges);
+/* Tests: the capacity of the instance order table (0: the default), as weft__predict_test_caps. */
+void weft__predict_test_inst_cap(uint32_t inst);
 
 #endif

@@ -1195,6 +1195,22 @@ static int report_text(const weft_watch_report *r, weft_symbolizer *s, char **re
 			weft__buf_puts(&b, ")\n    stack:\n");
 			text_stack(&b, s, o->stack, o->nstack);
 		}
+		/* a cycle of three or more: the two orders above are its first and closing ones */
+		int np = WEFT__MIN(r->npath, WEFT_WATCH_MAX_PATH);
+		if (np > 2) {
+			weft__buf_printf(
+			        &b,
+			        "  the whole cycle (%d locks, each taken while the one before "
+			        "it was held):\n",
+			        r->npath + r->more_path);
+			for (int i = 0; i < np; i++) {
+				weft__buf_printf(&b, "    %p (class ", r->path[i].lock);
+				text_class(&b, s, r->path[i].class_name, r->path[i].class_site);
+				weft__buf_puts(&b, ")\n");
+			}
+			if (r->more_path > 0)
+				weft__buf_printf(&b, "    ... and %d more\n", r->more_path);
+		}
 	}
 	return weft__buf_finish(&b, ret_text, NULL);
 }
@@ -1329,7 +1345,17 @@ static int report_json(const weft_watch_report *r, weft_symbolizer *s, char **re
 			json_stack(&b, s, o->stack, o->nstack);
 			weft__buf_putc(&b, '}');
 		}
-		weft__buf_putc(&b, ']');
+		weft__buf_puts(&b, "],\"path\":[");
+		int np = WEFT__MIN(r->npath, WEFT_WATCH_MAX_PATH);
+		for (int i = 0; i < np; i++) {
+			weft__buf_printf(&b, "%s{\"lock\":", i ? "," : "");
+			json_ptr(&b, r->path[i].lock);
+			weft__buf_puts(&b, ",\"class\":");
+			json_frame(&b, s, r->path[i].class_site);
+			json_name(&b, "class_name", r->path[i].class_name);
+			weft__buf_putc(&b, '}');
+		}
+		weft__buf_printf(&b, "],\"more_path\":%d", r->more_path);
 	}
 	weft__buf_putc(&b, '}');
 	return weft__buf_finish(&b, ret_json, NULL);

@@ -68,13 +68,48 @@
  *     locks. The emit happens here, before the caller blocks. The pair is marked reported (both
  *     edges of a two-class cycle), so a pair is reported once.
  *  3. stores (A, B) in the cache, flagged when the edge still has gates or read ends.
- * Not edges: a lock taken while another lock of its own class is held (lockdep's recursive
- * locking of a class; counted per class in same_class), the same lock held again (recursive
+ * Not class edges: a lock taken while another lock of its own class is held (same-class nesting,
+ * counted per class in same_class; an instance order, below), the same lock held again (recursive
  * mutexes, nested read locks: the engine reports a self-deadlock), a trylock (weft__predict_after
  * with WEFT__PREDICT_TRY: it cannot block, so callers do not call before for it; edges out of it
  * later are normal), the re-lock inside a condition wait (after with WEFT__PREDICT_REACQUIRE,
  * again without before). The rule for callers: call before only for an acquisition that may
  * block; call after for every successful acquisition.
+ *
+ * Instance orders. Classes cannot order two locks of one class (the accounts of a bank transfer,
+ * initialised in one loop; static mutexes first locked at one call site), and reporting every
+ * same-class nesting would be wrong (code that orders them by address or id nests them
+ * legitimately). So same-class nesting is ordered by lock address, as TSan and Helgrind order
+ * every lock: taking L while holding H of L's class records the instance order H -> L, and a
+ * path L -> ... -> H among instance orders is an inversion, reported as a class inversion is
+ * (order[0] the path's first order with its stored stack, order[1] this acquisition; both class
+ * ends name the one class), once per pair, excused by a gate (a lock instance, of any class, held
+ * at every occurrence of every order of the cycle) or by read mode, as for classes.
+ *  - the table: INST_DEFAULT records (from, to, first occurrence, gates, read ends, reported),
+ *    published lock-free: a record is claimed by a CAS on the counter (stopping at the cap: a
+ *    full table counts inst_overflow and the order is not recorded), filled, and its index CASed
+ *    into an empty slot of the pair hash (release); a lookup acquire-loads the index and then
+ *    reads the record. Two threads adding one pair at once: the slot CAS decides and the
+ *    loser's record is left unused. Each record is then pushed (CAS, release) on the out-list
+ *    of its from-address's node (a second lock-free hash, address -> node, never removed), which
+ *    the search follows.
+ *  - weft__predict_before, for a held H of the class being taken (H != L): the per-thread
+ *    instance cache (ICACHE_SIZE, direct-mapped by the pair) hit is done (a few loads, as for
+ *    classes: an order with gates or read ends only under the same held signature). Otherwise
+ *    the slow path looks the pair up, adds or narrows it (gates and read ends are only ever
+ *    cleared: atomics, racing narrowers agree) and, when something changed and the order is not
+ *    reported, and only if L has orders out of it (a lock-free check: most new orders take no
+ *    lock), takes graph_lock and searches a path L -> ... -> H (inst_search: search's rules and
+ *    bounds, over live instance orders; its dfs scratch is search's, under graph_lock). Searches
+ *    and reports are serialised by graph_lock and every order is fully published before its
+ *    thread searches, so of two orders that close a cycle at once the later search sees both.
+ *  - destroyed locks: weft__predict_forget bumps the gen of the address's node, and a record
+ *    whose ends' gens differ from the ones it was made with is dead (skipped by the search; met
+ *    again, refilled under graph_lock as a new first occurrence), so a lock made at a freed
+ *    lock's address takes no old orders along; forget also bumps `forgets`, which expires every
+ *    thread's instance cache. A lock freed without destroy keeps its orders (as for classes).
+ *  - cycles mixing instance orders and class orders (H -> L of one class, L -> M of another,
+ *    M -> H) are not searched: each graph is searched alone.
  *
  * Concurrency and memory orders:
  *  - `active` (release store by start/stop, acquire load by every hook) says the tables are
@@ -106,8 +141,8 @@
  *
  * Limits and what prediction cannot see:
  *  - classes merge by site: all locks initialised at one place (or first used at one place, for
- *    static initialisers) are one class; an order between two of them is same-class nesting,
- *    counted and never reported (e.g. hand-over-hand locking of list nodes). Two sites that are
+ *    static initialisers) are one class; orders between two of them are instance orders
+ *    (above), which a lock freed without destroy keeps. Two sites that are
  *    really one role are two classes, so an inversion needs both orders between the same sites.
  *  - a pthread lock freed without destroy leaves its address entry: a new lock at that address
  *    takes the old class unless it is initialised with pthread_*_init.
@@ -160,6 +195,8 @@ enum {
 	DFS_DEPTH = 48,          /* path length searched */
 	DFS_VISITS = 20000,      /* edges a search examines */
 	SPIN_LOCK = 100,         /* spins before a raw lock sleeps */
+	INST_DEFAULT = 16384,    /* instance orders (indexes 1 .. cap - 1) */
+	ICACHE_SIZE = 64,        /* per-thread instance order cache (a power of two) */
 };
 
 #define CLS_NONE UINT32_MAX      /* a key slot whose class could not be made */
@@ -208,11 +245,39 @@ struct edge_slot {
 	_Atomic uint32_t idx;
 };
 
+/* A lock address that is an end of some instance order. Never removed. */
+struct inst_node {
+	_Atomic uintptr_t addr;     /* 0: empty; claimed by CAS */
+	_Atomic uint32_t gen;       /* bumped by weft__predict_forget (the lock was destroyed) */
+	_Atomic uint32_t first_out; /* the newest instance order out of it, 0: none */
+	uint32_t stamp_w, stamp_r;  /* graph_lock: search scratch, as lock_class's */
+	uint32_t mask_w, mask_r;
+};
+
+/* An instance order: lock `to` was taken while lock `from` of the same class was held. The
+ * record is filled before it is published (pair slot CAS, release) and is immutable then, but
+ * for what narrows (read_ends, gates: only cleared) and what a refresh rewrites under graph_lock
+ * (an order whose end was destroyed since: gens, gates, read ends, the first occurrence). */
+struct inst {
+	uintptr_t from, to;
+	uint32_t nfrom, nto;         /* their nodes */
+	_Atomic uint32_t gfrom, gto; /* the nodes' gens when recorded: live while equal */
+	_Atomic uint32_t next_out;   /* the next older order out of nfrom */
+	_Atomic uint32_t read_ends;  /* READ_FROM | READ_TO, as struct edge */
+	_Atomic uintptr_t gates[GATES_MAX];
+	_Atomic uint32_t reported;
+	uint32_t cls;
+	pid_t tid; /* first occurrence: */
+	void *site;
+	int nstack;
+	void *stack[WEFT_WATCH_MAX_FRAMES];
+};
+
 static struct {
 	_Atomic int active;     /* hooks work (tables mapped and the monitor predicting) */
 	_Atomic int mapped;     /* 0 no, 1 being mapped, 2 yes */
 	_Atomic uint32_t epoch; /* bumped by each start: stale held lists are reset */
-	uint32_t want_classes, want_addrs, want_edges; /* weft__predict_test_caps */
+	uint32_t want_classes, want_addrs, want_edges, want_inst; /* weft__predict_test_caps */
 	void *base;
 	size_t size;
 	uint32_t ncls, key_bits, addr_bits, nedges, edge_bits;
@@ -221,6 +286,13 @@ static struct {
 	struct addr_slot *addrs;
 	struct edge *edges;
 	struct edge_slot *eslots;
+	uint32_t ninst, islot_bits, node_bits;
+	struct inst *inst;
+	_Atomic uint32_t *islots; /* pair hash -> instance order index, 0: empty */
+	struct inst_node *nodes;
+	_Atomic uint32_t next_inst;
+	_Atomic uint32_t forgets; /* bumped with a node's gen: per-thread instance caches expire */
+	uint32_t istamp;          /* graph_lock: instance search number */
 	_Atomic uint32_t next_cls, next_edge;
 	_Atomic uint32_t table_lock, graph_lock;
 	bool atfork;
@@ -229,11 +301,16 @@ static struct {
 		uint32_t node, next, mask, via; /* via: the edge that led here */
 		bool rd;                        /* entered in read mode */
 	} dfs[DFS_DEPTH];                       /* graph_lock */
-	weft_watch_report report;               /* graph_lock */
+	struct {
+		uint32_t cls;
+		const void *lock;
+	} path[DFS_DEPTH + 1]; /* graph_lock: the path a search found, and its closing step */
+	int npath;
+	weft_watch_report report; /* graph_lock */
 	struct {
 		_Atomic uint64_t classes, class_overflow, addr_overflow, edges, edge_overflow,
 		        held_overflow, same_class, inversions, excused_gate, excused_read,
-		        search_truncated;
+		        search_truncated, inst_edges, inst_overflow;
 	} st;
 } g;
 
@@ -251,6 +328,13 @@ struct cache_entry {
 	uint64_t sig; /* CACHE_RELAXED: the held signature it was checked under */
 };
 
+struct inst_cache_entry {
+	uintptr_t from, to; /* an instance order known; from 0: empty */
+	uint32_t forgets;   /* g.forgets when it was checked: a destroy since expires it */
+	uint32_t relaxed;   /* it has gates or read ends: valid under `sig` only */
+	uint64_t sig;
+};
+
 struct pstate {
 	uint32_t epoch;
 	int n; /* entries in held */
@@ -260,9 +344,10 @@ struct pstate {
 	uint64_t sig; /* sum of held_sig() over held: the multiset of held (lock, class, mode) */
 	struct held held[HELD_MAX];
 	struct cache_entry cache[CACHE_SIZE];
+	struct inst_cache_entry icache[ICACHE_SIZE];
 };
 
-static __thread struct pstate me;
+static __thread struct pstate me WEFT__WATCH_TLS;
 
 /* ---- helpers ---- */
 
@@ -385,7 +470,7 @@ static void raw_unlock(_Atomic uint32_t *l)
  * of the locks) takes neither, and the child keeps them as they are: the interrupted section goes
  * on in the child and releases its own; one held by another thread then stays held in the child
  * (its hooks that need it would wait: a documented limit). */
-static __thread bool fork_entered;
+static __thread bool fork_entered WEFT__WATCH_TLS;
 
 static void fork_prepare(void)
 {
@@ -435,8 +520,12 @@ static int map_tables(void)
 		uint32_t ncls = g.want_classes ? g.want_classes : CLASSES_DEFAULT;
 		uint32_t naddr = g.want_addrs ? g.want_addrs : ADDRS_DEFAULT;
 		uint32_t nedge = g.want_edges ? g.want_edges : EDGES_DEFAULT;
+		uint32_t ninst = g.want_inst ? g.want_inst : INST_DEFAULT;
 		ncls = WEFT__MAX(ncls, 2u);
 		nedge = WEFT__MAX(nedge, 2u);
+		ninst = WEFT__MAX(ninst, 2u);
+		/* pair slots at most half full; nodes (two per order at most) too */
+		uint32_t islot_bits = pow2_bits(2 * ninst), node_bits = pow2_bits(4 * ninst);
 		uint32_t key_bits = pow2_bits(2 * ncls), addr_bits = pow2_bits(naddr);
 		uint32_t edge_bits = pow2_bits(2 * nedge);
 		size_t o_cls = 0;
@@ -446,8 +535,13 @@ static int map_tables(void)
 		size_t o_edges =
 		        o_addrs + align_up(((size_t)1 << addr_bits) * sizeof(struct addr_slot));
 		size_t o_eslots = o_edges + align_up(nedge * sizeof(struct edge));
-		size_t size =
+		size_t o_inst =
 		        o_eslots + align_up(((size_t)1 << edge_bits) * sizeof(struct edge_slot));
+		size_t o_islots = o_inst + align_up(ninst * sizeof(struct inst));
+		size_t o_nodes =
+		        o_islots + align_up(((size_t)1 << islot_bits) * sizeof(_Atomic uint32_t));
+		size_t size =
+		        o_nodes + align_up(((size_t)1 << node_bits) * sizeof(struct inst_node));
 		int saved = errno;
 		char *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
 		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -468,6 +562,13 @@ static int map_tables(void)
 		g.addrs = (struct addr_slot *)(p + o_addrs);
 		g.edges = (struct edge *)(p + o_edges);
 		g.eslots = (struct edge_slot *)(p + o_eslots);
+		g.ninst = ninst;
+		g.islot_bits = islot_bits;
+		g.node_bits = node_bits;
+		g.inst = (struct inst *)(p + o_inst);
+		g.islots = (_Atomic uint32_t *)(p + o_islots);
+		g.nodes = (struct inst_node *)(p + o_nodes);
+		atomic_store(&g.next_inst, 1);
 		atomic_store(&g.next_cls, 1);
 		atomic_store(&g.next_edge, 1);
 		if (!g.atfork) {
@@ -582,6 +683,42 @@ void *weft__predict_class_site(uint32_t cls)
 	    cls >= atomic_load_explicit(&g.next_cls, memory_order_acquire))
 		return NULL;
 	return atomic_load_explicit(&g.cls[cls].site, memory_order_relaxed);
+}
+
+/* ---- instance order nodes (used by forget) ---- */
+
+static inline uint32_t pair_hash(uintptr_t from, uintptr_t to, uint32_t bits)
+{
+	uint64_t h = (uint64_t)from * UINT64_C(0x9E3779B97F4A7C15) ^
+	             (uint64_t)to * UINT64_C(0xC2B2AE3D27D4EB4F);
+	return (uint32_t)((h ^ (h >> 29)) * UINT64_C(0x94D049BB133111EB) >> (64 - bits));
+}
+
+/* The node of lock address `a` (index + 1), made if `make`; 0: none (or the table is full,
+ * which its size rules out: at most two nodes per order). Lock-free: a CAS claims an empty slot
+ * (0 -> a); the loser of a race for one slot reads the winner's address. */
+static uint32_t node_get(uintptr_t a, bool make)
+{
+	uint32_t mask = (UINT32_C(1) << g.node_bits) - 1, i = hash_bits(a >> 3, g.node_bits);
+	for (uint32_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
+		uintptr_t k = atomic_load_explicit(&g.nodes[i].addr, memory_order_acquire);
+		if (k == 0) {
+			if (!make)
+				return 0;
+			if (atomic_compare_exchange_strong_explicit(&g.nodes[i].addr, &k, a,
+			                                            memory_order_acq_rel,
+			                                            memory_order_acquire))
+				return i + 1;
+		}
+		if (k == a)
+			return i + 1;
+	}
+	return 0;
+}
+
+static inline struct inst_node *node_at(uint32_t n)
+{
+	return &g.nodes[n - 1];
 }
 
 /* ---- lock addresses ---- */
@@ -704,6 +841,14 @@ void weft__predict_forget(const void *lock)
 		break;
 	}
 	raw_unlock(&g.table_lock);
+	/* Its instance orders end: a lock made at this address later starts afresh. The gen
+	 * first, then forgets (release: a thread that sees the new forgets and drops its cached
+	 * orders sees the gen too). */
+	uint32_t n = node_get((uintptr_t)lock, false);
+	if (n) {
+		atomic_fetch_add_explicit(&node_at(n)->gen, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&g.forgets, 1, memory_order_release);
+	}
 	leave(t);
 }
 
@@ -722,14 +867,19 @@ static uint32_t edge_find(uint64_t key)
 	return 0;
 }
 
-static bool edge_relaxed(struct edge *e)
+static bool edge_relaxed_parts(_Atomic uint32_t *read_ends, _Atomic uintptr_t *gates)
 {
-	if (atomic_load_explicit(&e->read_ends, memory_order_relaxed))
+	if (atomic_load_explicit(read_ends, memory_order_relaxed))
 		return true;
 	for (int i = 0; i < GATES_MAX; i++)
-		if (atomic_load_explicit(&e->gates[i], memory_order_relaxed))
+		if (atomic_load_explicit(&gates[i], memory_order_relaxed))
 			return true;
 	return false;
+}
+
+static bool edge_relaxed(struct edge *e)
+{
+	return edge_relaxed_parts(&e->read_ends, e->gates);
 }
 
 static bool holds_lock(const struct pstate *t, uintptr_t lock)
@@ -742,19 +892,25 @@ static bool holds_lock(const struct pstate *t, uintptr_t lock)
 
 /* This occurrence (held entry h, taking in `mode`) is at least as gated and read-only as every
  * earlier one: nothing to narrow. */
-static bool occurrence_fits(const struct pstate *t, struct edge *e, const struct held *h, int mode)
+static bool fits(const struct pstate *t, _Atomic uint32_t *read_ends, _Atomic uintptr_t *gates,
+                 const struct held *h, int mode)
 {
-	uint32_t ends = atomic_load_explicit(&e->read_ends, memory_order_relaxed);
+	uint32_t ends = atomic_load_explicit(read_ends, memory_order_relaxed);
 	if ((ends & READ_FROM) && h->mode != 1)
 		return false;
 	if ((ends & READ_TO) && mode != 1)
 		return false;
 	for (int i = 0; i < GATES_MAX; i++) {
-		uintptr_t l = atomic_load_explicit(&e->gates[i], memory_order_relaxed);
+		uintptr_t l = atomic_load_explicit(&gates[i], memory_order_relaxed);
 		if (l && !holds_lock(t, l))
 			return false;
 	}
 	return true;
+}
+
+static bool occurrence_fits(const struct pstate *t, struct edge *e, const struct held *h, int mode)
+{
+	return fits(t, &e->read_ends, e->gates, h, mode);
 }
 
 /* Under graph_lock: a new edge from -> to with this occurrence. 0: the table is full. */
@@ -795,35 +951,43 @@ static uint32_t edge_add(uint64_t key, const struct held *h, const void *lock, u
 	return idx;
 }
 
-/* Under graph_lock: narrow an existing edge by this occurrence. True if anything changed. */
-static bool edge_narrow(struct edge *e, const struct pstate *t, const struct held *h, int mode)
+/* Narrow an order's read ends and gates by this occurrence (they are only ever cleared, so
+ * racing narrowers agree). True if anything changed. */
+static bool narrow(_Atomic uint32_t *read_ends, _Atomic uintptr_t *gates, const struct pstate *t,
+                   const struct held *h, int mode)
 {
 	bool changed = false;
-	uint32_t ends = atomic_load_explicit(&e->read_ends, memory_order_relaxed), keep = ends;
+	uint32_t ends = atomic_load_explicit(read_ends, memory_order_relaxed), keep = ends;
 	if (h->mode != 1)
 		keep &= ~READ_FROM;
 	if (mode != 1)
 		keep &= ~READ_TO;
 	if (keep != ends) {
-		atomic_store_explicit(&e->read_ends, keep, memory_order_relaxed);
+		atomic_fetch_and_explicit(read_ends, keep, memory_order_relaxed);
 		changed = true;
 	}
 	for (int i = 0; i < GATES_MAX; i++) {
-		uintptr_t l = atomic_load_explicit(&e->gates[i], memory_order_relaxed);
+		uintptr_t l = atomic_load_explicit(&gates[i], memory_order_relaxed);
 		if (l && !holds_lock(t, l)) {
-			atomic_store_explicit(&e->gates[i], 0, memory_order_relaxed);
+			atomic_store_explicit(&gates[i], 0, memory_order_relaxed);
 			changed = true;
 		}
 	}
 	return changed;
 }
 
-/* The bits of the current gates g0[0..ng0) that are gates of e. */
-static uint32_t edge_gate_mask(struct edge *e, const uintptr_t *g0, int ng0)
+/* Under graph_lock: narrow an existing edge by this occurrence. True if anything changed. */
+static bool edge_narrow(struct edge *e, const struct pstate *t, const struct held *h, int mode)
+{
+	return narrow(&e->read_ends, e->gates, t, h, mode);
+}
+
+/* The bits of the current gates g0[0..ng0) that are among `gates`. */
+static uint32_t gate_mask(_Atomic uintptr_t *gates, const uintptr_t *g0, int ng0)
 {
 	uint32_t m = 0;
 	for (int i = 0; i < GATES_MAX; i++) {
-		uintptr_t l = atomic_load_explicit(&e->gates[i], memory_order_relaxed);
+		uintptr_t l = atomic_load_explicit(&gates[i], memory_order_relaxed);
 		if (!l)
 			continue;
 		for (int j = 0; j < ng0; j++)
@@ -891,7 +1055,7 @@ static uint32_t search(uint32_t a, uint32_t b, int a_mode, int b_mode, const uin
 			read = true; /* read mode on both sides of f->node */
 			continue;
 		}
-		uint32_t m = f->mask & edge_gate_mask(e, g0, ng0);
+		uint32_t m = f->mask & gate_mask(e->gates, g0, ng0);
 		if (e->to == a) {
 			if (m)
 				gated = true;
@@ -899,6 +1063,16 @@ static uint32_t search(uint32_t a, uint32_t b, int a_mode, int b_mode, const uin
 				read = true;
 			else
 				found = depth == 1 ? ei : g.dfs[1].via;
+			if (found) {
+				g.npath = 0;
+				for (int k = 1; k < depth; k++) {
+					struct edge *pe = &g.edges[g.dfs[k].via];
+					g.path[g.npath].cls = pe->from;
+					g.path[g.npath++].lock = pe->held;
+				}
+				g.path[g.npath].cls = e->from;
+				g.path[g.npath++].lock = e->held;
+			}
 			continue;
 		}
 		bool rd = (ends & READ_TO) != 0;
@@ -943,12 +1117,21 @@ static void fill_order(weft_watch_order *o, pid_t tid, const void *held, const v
 		o->nstack = 0;
 }
 
-/* Under graph_lock: report the cycle closed by edge ei (this acquisition) with the path starting
- * at edge first. */
-static void report(const struct pstate *t, const struct held *h, uint32_t ei, uint32_t first,
-                   const void *lock, void *site, void *const *frames, int nframes)
+/* The first occurrence of an order, for order[0] of a report. */
+struct first_order {
+	pid_t tid;
+	const void *held, *acquired;
+	uint32_t from, to;
+	void *const *stack;
+	int nstack;
+};
+
+/* Under graph_lock: emit an inversion: order[0] the stored first order of the path, order[1]
+ * this acquisition (held entry h of class `from`, taking `lock` of class `to`). */
+static void emit_inversion(const struct pstate *t, const struct held *h, uint32_t from, uint32_t to,
+                           const struct first_order *p, const void *lock, void *site,
+                           void *const *frames, int nframes)
 {
-	struct edge *e = &g.edges[ei], *p = &g.edges[first];
 	weft_watch_report *r = &g.report;
 	memset(r, 0, sizeof(*r));
 	r->event = WEFT_WATCH_INVERSION;
@@ -973,12 +1156,38 @@ static void report(const struct pstate *t, const struct held *h, uint32_t ei, ui
 	else
 		th->nstack = 0;
 	fill_order(&r->order[0], p->tid, p->held, p->acquired, p->from, p->to, p->stack, p->nstack);
-	fill_order(&r->order[1], th->tid, h->lock, lock, e->from, e->to, frames, nframes);
+	fill_order(&r->order[1], th->tid, h->lock, lock, from, to, frames, nframes);
+	/* the cycle: the search's path, then this acquisition's held lock */
+	g.path[g.npath].cls = from; /* npath <= DFS_DEPTH */
+	g.path[g.npath].lock = h->lock;
+	int n = g.npath + 1;
+	for (int i = 0; i < n; i++) {
+		if (r->npath == WEFT_WATCH_MAX_PATH) {
+			r->more_path++;
+			continue;
+		}
+		uint32_t c = g.path[i].cls;
+		r->path[r->npath].lock = g.path[i].lock;
+		r->path[r->npath].class_site =
+		        atomic_load_explicit(&g.cls[c].site, memory_order_relaxed);
+		memcpy(r->path[r->npath].class_name, g.cls[c].name, sizeof(r->path[0].class_name));
+		r->npath++;
+	}
+	count(&g.st.inversions);
+	weft__watch_emit(r);
+}
+
+/* Under graph_lock: report the cycle closed by edge ei (this acquisition) with the path starting
+ * at edge first. */
+static void report(const struct pstate *t, const struct held *h, uint32_t ei, uint32_t first,
+                   const void *lock, void *site, void *const *frames, int nframes)
+{
+	struct edge *e = &g.edges[ei], *p = &g.edges[first];
+	struct first_order fo = {p->tid, p->held, p->acquired, p->from, p->to, p->stack, p->nstack};
+	emit_inversion(t, h, e->from, e->to, &fo, lock, site, frames, nframes);
 	atomic_store_explicit(&e->reported, 1, memory_order_relaxed);
 	if (p->to == e->from) /* a two-class cycle: the reverse edge is the same pair */
 		atomic_store_explicit(&p->reported, 1, memory_order_relaxed);
-	count(&g.st.inversions);
-	weft__watch_emit(r);
 }
 
 /* The held locks whose class is neither a nor b (nor untracked), without repeats: the gates of
@@ -1015,6 +1224,301 @@ static void note_self_nesting(uint32_t cls)
 		count(&g.st.same_class);
 }
 
+/* ---- instance orders (same-class nesting) ---- */
+
+/* The instance order from -> to, 0 if none (lock-free). */
+static uint32_t inst_find(uintptr_t from, uintptr_t to)
+{
+	uint32_t mask = (UINT32_C(1) << g.islot_bits) - 1, i = pair_hash(from, to, g.islot_bits);
+	for (uint32_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
+		uint32_t idx = atomic_load_explicit(&g.islots[i], memory_order_acquire);
+		if (idx == 0)
+			return 0;
+		if (g.inst[idx].from == from && g.inst[idx].to == to)
+			return idx;
+	}
+	return 0;
+}
+
+/* Neither end was destroyed since the order was recorded. */
+static inline bool inst_live(struct inst *e)
+{
+	return atomic_load_explicit(&e->gfrom, memory_order_relaxed) ==
+	               atomic_load_explicit(&node_at(e->nfrom)->gen, memory_order_relaxed) &&
+	       atomic_load_explicit(&e->gto, memory_order_relaxed) ==
+	               atomic_load_explicit(&node_at(e->nto)->gen, memory_order_relaxed);
+}
+
+/* (Re)fill an order's first occurrence. */
+static void inst_fill(struct inst *e, const struct held *h, int mode, void *site,
+                      const uintptr_t *g0, int ng0, void *const *frames, int nframes)
+{
+	atomic_store_explicit(&e->gfrom, atomic_load(&node_at(e->nfrom)->gen),
+	                      memory_order_relaxed);
+	atomic_store_explicit(&e->gto, atomic_load(&node_at(e->nto)->gen), memory_order_relaxed);
+	atomic_store_explicit(&e->read_ends,
+	                      (h->mode == 1 ? READ_FROM : 0) | (mode == 1 ? READ_TO : 0),
+	                      memory_order_relaxed);
+	for (int i = 0; i < GATES_MAX; i++)
+		atomic_store_explicit(&e->gates[i], i < ng0 ? g0[i] : 0, memory_order_relaxed);
+	atomic_store_explicit(&e->reported, 0, memory_order_relaxed);
+	e->cls = h->cls;
+	e->tid = weft__watch_tid();
+	e->site = site;
+	e->nstack = WEFT__MAX(nframes, 0);
+	if (e->nstack)
+		memcpy(e->stack, frames, (size_t)e->nstack * sizeof(void *));
+}
+
+/* A new instance order (lock-free): the record is claimed (a CAS on the counter, so the count
+ * stops at the cap) and filled, then published by a CAS of its index into an empty pair slot
+ * (release), then pushed on its from-node's out-list (CAS, release). Two threads adding one
+ * pair at once: the slot CAS decides, the loser's record is left unused and the winner's
+ * returned. 0: the table is full (counted). */
+static uint32_t inst_add(const struct held *h, const void *lock, int mode, void *site,
+                         const uintptr_t *g0, int ng0, void *const *frames, int nframes)
+{
+	uint32_t idx = atomic_load_explicit(&g.next_inst, memory_order_relaxed);
+	do {
+		if (idx >= g.ninst) {
+			count(&g.st.inst_overflow);
+			return 0;
+		}
+	} while (!atomic_compare_exchange_weak_explicit(
+	        &g.next_inst, &idx, idx + 1, memory_order_relaxed, memory_order_relaxed));
+	uintptr_t from = (uintptr_t)h->lock, to = (uintptr_t)lock;
+	uint32_t nf = node_get(from, true), nt = node_get(to, true);
+	if (!nf || !nt) {
+		count(&g.st.inst_overflow);
+		return 0;
+	}
+	struct inst *e = &g.inst[idx];
+	e->from = from;
+	e->to = to;
+	e->nfrom = nf;
+	e->nto = nt;
+	inst_fill(e, h, mode, site, g0, ng0, frames, nframes);
+	uint32_t mask = (UINT32_C(1) << g.islot_bits) - 1, i = pair_hash(from, to, g.islot_bits);
+	for (;; i = (i + 1) & mask) { /* at most half full: an empty slot is near */
+		uint32_t cur = 0;
+		if (atomic_compare_exchange_strong_explicit(
+		            &g.islots[i], &cur, idx, memory_order_release, memory_order_acquire))
+			break;
+		if (g.inst[cur].from == from && g.inst[cur].to == to)
+			return cur; /* lost the race for this pair */
+	}
+	struct inst_node *n = node_at(nf);
+	uint32_t head = atomic_load_explicit(&n->first_out, memory_order_relaxed);
+	do
+		atomic_store_explicit(&e->next_out, head, memory_order_relaxed);
+	while (!atomic_compare_exchange_weak_explicit(&n->first_out, &head, idx,
+	                                              memory_order_release, memory_order_relaxed));
+	count(&g.st.inst_edges);
+	return idx;
+}
+
+static bool inst_visit(struct inst_node *c, uint32_t m, bool rd)
+{
+	if (c->stamp_w == g.istamp && (c->mask_w & ~m) == 0)
+		return false;
+	if (rd && c->stamp_r == g.istamp && (c->mask_r & ~m) == 0)
+		return false;
+	if (rd) {
+		c->stamp_r = g.istamp;
+		c->mask_r = m;
+	} else {
+		c->stamp_w = g.istamp;
+		c->mask_w = m;
+	}
+	return true;
+}
+
+/* Under graph_lock: as search, over the live instance orders: a path to -> ... -> from that
+ * closes an unexcused cycle with the acquisition of `to` while `from` is held. Returns the
+ * first order of the path, 0 if none. The dfs scratch is shared with search (graph_lock). */
+static uint32_t inst_search(uintptr_t from, uint32_t nto, int from_mode, int to_mode,
+                            const uintptr_t *g0, int ng0)
+{
+	if (++g.istamp == 0) {
+		for (uint32_t i = 0; i < (UINT32_C(1) << g.node_bits); i++)
+			g.nodes[i].stamp_w = g.nodes[i].stamp_r = 0;
+		g.istamp = 1;
+	}
+	uint32_t full = ng0 ? (UINT32_MAX >> (32 - ng0)) : 0;
+	bool gated = false, read = false, cut = false;
+	int depth = 1, visits = 0;
+	g.dfs[0].node = nto;
+	g.dfs[0].next = atomic_load_explicit(&node_at(nto)->first_out, memory_order_acquire);
+	g.dfs[0].mask = full;
+	g.dfs[0].rd = to_mode == 1;
+	g.dfs[0].via = 0;
+	inst_visit(node_at(nto), full, to_mode == 1);
+	uint32_t found = 0;
+	while (depth > 0 && !found) {
+		__typeof__(g.dfs[0]) *f = &g.dfs[depth - 1];
+		uint32_t ei = f->next;
+		if (!ei) {
+			depth--;
+			continue;
+		}
+		struct inst *e = &g.inst[ei];
+		f->next = atomic_load_explicit(&e->next_out, memory_order_relaxed);
+		if (++visits > DFS_VISITS) {
+			cut = true;
+			break;
+		}
+		if (!inst_live(e))
+			continue; /* an end was destroyed since */
+		uint32_t ends = atomic_load_explicit(&e->read_ends, memory_order_relaxed);
+		if (f->rd && (ends & READ_FROM)) {
+			read = true;
+			continue;
+		}
+		uint32_t m = f->mask & gate_mask(e->gates, g0, ng0);
+		if (e->to == from) {
+			if (m)
+				gated = true;
+			else if ((ends & READ_TO) && from_mode == 1)
+				read = true;
+			else
+				found = depth == 1 ? ei : g.dfs[1].via;
+			if (found) {
+				g.npath = 0;
+				for (int k = 1; k < depth; k++) {
+					struct inst *pe = &g.inst[g.dfs[k].via];
+					g.path[g.npath].cls = pe->cls;
+					g.path[g.npath++].lock = (const void *)pe->from;
+				}
+				g.path[g.npath].cls = e->cls;
+				g.path[g.npath++].lock = (const void *)e->from;
+			}
+			continue;
+		}
+		bool rd = (ends & READ_TO) != 0;
+		if (!inst_visit(node_at(e->nto), m, rd))
+			continue;
+		if (depth == DFS_DEPTH) {
+			cut = true;
+			continue;
+		}
+		__typeof__(g.dfs[0]) *n = &g.dfs[depth++];
+		n->node = e->nto;
+		n->next = atomic_load_explicit(&node_at(e->nto)->first_out, memory_order_acquire);
+		n->mask = m;
+		n->rd = rd;
+		n->via = ei;
+	}
+	if (!found) {
+		if (cut)
+			count(&g.st.search_truncated);
+		if (gated)
+			count(&g.st.excused_gate);
+		if (read)
+			count(&g.st.excused_read);
+	}
+	return found;
+}
+
+/* The held locks other than `a` and `b` (and untracked ones), without repeats: the gates of an
+ * instance order a -> b (locks of the same class count: they are instances too). */
+static int inst_gates(const struct pstate *t, uintptr_t a, uintptr_t b, uintptr_t *g0)
+{
+	int n = 0;
+	for (int i = 0; i < t->n && n < G0_MAX; i++) {
+		uintptr_t l = (uintptr_t)t->held[i].lock;
+		if (t->held[i].cls == 0 || l == 0 || l == a || l == b)
+			continue;
+		bool dup = false;
+		for (int j = 0; j < n && !dup; j++)
+			dup = g0[j] == l;
+		if (!dup)
+			g0[n++] = l;
+	}
+	return n;
+}
+
+static inline uint32_t icache_slot(const void *from, const void *to)
+{
+	return pair_hash((uintptr_t)from, (uintptr_t)to, 6); /* ICACHE_SIZE == 1 << 6 */
+}
+_Static_assert(ICACHE_SIZE == 1 << 6, "icache_slot's bits");
+
+/* The order held -> lock is known to this thread and needs nothing under this signature. */
+static inline bool inst_cached(const struct pstate *t, const void *held, const void *lock,
+                               uint64_t sig)
+{
+	const struct inst_cache_entry *c = &t->icache[icache_slot(held, lock)];
+	return c->from == (uintptr_t)held && c->to == (uintptr_t)lock &&
+	       c->forgets == atomic_load_explicit(&g.forgets, memory_order_relaxed) &&
+	       (!c->relaxed || c->sig == sig);
+}
+
+/* Same-class nesting: the slow path for the instance order h->lock -> lock (see the head
+ * comment). frames/nframes: the acquisition's stack, captured here on first need. */
+static void inst_slow(struct pstate *t, const struct held *h, const void *lock, int mode,
+                      void *site, uint64_t sig, void **frames, int *nframes)
+{
+	uintptr_t from = (uintptr_t)h->lock, to = (uintptr_t)lock;
+	uint32_t fg = atomic_load_explicit(&g.forgets, memory_order_relaxed);
+	note_self_nesting(h->cls);
+	uint32_t ii = inst_find(from, to);
+	struct inst *e = ii ? &g.inst[ii] : NULL;
+	bool live = e && inst_live(e), check = false;
+	if (!live || !fits(t, &e->read_ends, e->gates, h, mode)) {
+		uintptr_t g0[G0_MAX];
+		int ng0 = inst_gates(t, from, to, g0);
+		if (!live && *nframes < 0)
+			*nframes = weft__watch_stack(frames, WEFT_WATCH_MAX_FRAMES, 3, site);
+		if (!e) {
+			ii = inst_add(h, lock, mode, site, g0, ng0, frames, *nframes);
+			e = ii ? &g.inst[ii] : NULL;
+			check = e != NULL;
+		} else if (!live) {
+			/* an end was destroyed and a lock made at its address: a new order */
+			raw_lock(&g.graph_lock);
+			if (!inst_live(e))
+				inst_fill(e, h, mode, site, g0, ng0, frames, *nframes);
+			raw_unlock(&g.graph_lock);
+			check = true;
+		} else {
+			check = narrow(&e->read_ends, e->gates, t, h, mode);
+		}
+		uint32_t nt = check ? node_get(to, false) : 0;
+		/* a cycle needs an order out of `to`: most new orders need no lock */
+		if (nt && atomic_load_explicit(&node_at(nt)->first_out, memory_order_acquire) &&
+		    !atomic_load_explicit(&e->reported, memory_order_relaxed)) {
+			raw_lock(&g.graph_lock);
+			uint32_t first = inst_search(from, nt, h->mode, mode, g0, ng0);
+			if (first && !atomic_load_explicit(&e->reported, memory_order_relaxed)) {
+				if (*nframes < 0)
+					*nframes = weft__watch_stack(frames, WEFT_WATCH_MAX_FRAMES,
+					                             3, site);
+				struct inst *p = &g.inst[first];
+				struct first_order fo = {p->tid,
+				                         (const void *)p->from,
+				                         (const void *)p->to,
+				                         p->cls,
+				                         p->cls,
+				                         p->stack,
+				                         p->nstack};
+				emit_inversion(t, h, h->cls, h->cls, &fo, lock, site, frames,
+				               *nframes);
+				atomic_store_explicit(&e->reported, 1, memory_order_relaxed);
+				if (p->to == from) /* two locks: the reverse is the same pair */
+					atomic_store_explicit(&p->reported, 1,
+					                      memory_order_relaxed);
+			}
+			raw_unlock(&g.graph_lock);
+		}
+	}
+	struct inst_cache_entry *c = &t->icache[icache_slot(h->lock, lock)];
+	c->from = from;
+	c->to = to;
+	c->forgets = fg;
+	c->relaxed = e && edge_relaxed_parts(&e->read_ends, e->gates);
+	c->sig = sig;
+}
+
 /* The slow part of before, from held entry i0 on: cache misses and edges to narrow. */
 static __attribute__((noinline)) void before_slow(struct pstate *t, int i0, const void *lock,
                                                   uint32_t cls, int mode, void *site)
@@ -1034,8 +1538,8 @@ static __attribute__((noinline)) void before_slow(struct pstate *t, int i0, cons
 		uint64_t key = edge_key(hc, cls);
 		struct cache_entry *ce = &t->cache[cache_slot(key)];
 		if (hc == cls) {
-			note_self_nesting(cls);
-			ce->key = key; /* (cls, cls) is never an edge: the cache just skips it */
+			if (!inst_cached(t, h->lock, lock, sig))
+				inst_slow(t, h, lock, mode, site, sig, frames, &nframes);
 			continue;
 		}
 		if (ce->key == key || (ce->key == (key | CACHE_RELAXED) && ce->sig == sig))
@@ -1087,15 +1591,22 @@ void weft__predict_before(const void *lock, uint32_t cls, int mode, void *site)
 	uint64_t sig = taking_sig(t, mode);
 	int nh = WEFT__MIN(t->n, (int)HELD_ORDERS);
 	for (int i = 0; i < nh; i++) {
-		uint32_t hc = t->held[i].cls;
+		const struct held *h = &t->held[i];
+		uint32_t hc = h->cls;
+		if (hc == cls) { /* same-class nesting: an instance order (cls != 0 here) */
+			if (weft__likely(h->lock == lock || inst_cached(t, h->lock, lock, sig)))
+				continue;
+			goto slow;
+		}
 		uint64_t key = edge_key(hc, cls);
 		const struct cache_entry *ce = &t->cache[cache_slot(key)];
 		if (weft__likely(ce->key == key))
-			continue; /* a known order with nothing to narrow, or known same-class */
+			continue; /* a known order with nothing to narrow */
 		if (ce->key == (key | CACHE_RELAXED) && ce->sig == sig)
 			continue; /* known to fit under these held locks */
 		if (hc == 0)
 			continue; /* an untracked lock */
+	slow:
 		before_slow(t, i, lock, cls, mode, site);
 		/* no tail call: the stack captured in before_slow skips this frame */
 		__asm__ volatile("" ::: "memory");
@@ -1190,6 +1701,8 @@ void weft__predict_get_stats(struct weft__predict_stats *ret)
 	ret->excused_gate = atomic_load(&g.st.excused_gate);
 	ret->excused_read = atomic_load(&g.st.excused_read);
 	ret->search_truncated = atomic_load(&g.st.search_truncated);
+	ret->inst_edges = atomic_load(&g.st.inst_edges);
+	ret->inst_overflow = atomic_load(&g.st.inst_overflow);
 }
 
 void weft__predict_test_caps(uint32_t classes, uint32_t addrs, uint32_t edges)
@@ -1199,4 +1712,11 @@ void weft__predict_test_caps(uint32_t classes, uint32_t addrs, uint32_t edges)
 	g.want_classes = classes;
 	g.want_addrs = addrs;
 	g.want_edges = edges;
+}
+
+void weft__predict_test_inst_cap(uint32_t inst)
+{
+	if (mapped())
+		return;
+	g.want_inst = inst;
 }

@@ -982,3 +982,47 @@ TEST_TIMEOUT(preload_alone, 60)
 	ASSERT_CONTAINS(out, "alpha_takes_b");
 	free(out);
 }
+
+/* Two locks of one class (initialised in one loop) taken both ways by two threads in turn: an
+ * instance order inversion, found with --predict only; three static locks first used at one
+ * site, each thread holding one and wanting the next: the cycle of three instances too. */
+TEST_TIMEOUT(same_class_inversion_only_with_predict, 60)
+{
+	expect_nothing("bank", false);
+
+	struct run r = WATCH("--predict", "--", prog("bank"));
+	expect_exit(&r, 3);
+	expect_summary(&r, "1 lock-order inversion found", "watch-bank exited 0");
+	ASSERT_EQ(count_lines(r.json), 1);
+	char *line = event_line(r.json, "inversion");
+	const char *order = strstr(line, "\"order\":[");
+	ASSERT_NOT_NULL(order);
+	const char *second = strstr(order + 9, "{\"tid\":");
+	ASSERT_NOT_NULL(second);
+	second = strstr(second + 1, "{\"tid\":");
+	ASSERT_NOT_NULL(second);
+	char *first = strndup(order, (size_t)(second - order));
+	ASSERT_CONTAINS(first, "\"func\":\"first_pays_0_to_1\"");
+	ASSERT_CONTAINS(second, "\"func\":\"second_pays_1_to_0\"");
+	ASSERT_NE(int_field(first, "tid"), int_field(second, "tid"));
+	/* one class: both orders name the same class at both ends */
+	ASSERT_CONTAINS(r.out, "inversion");
+	ASSERT_CONTAINS(r.out, "first_pays_0_to_1");
+	free(first);
+	free(line);
+	free_run(&r);
+
+	r = WATCH("--predict", "--on-deadlock", "exit", "--", prog("cycle3"));
+	expect_exit(&r, 3);
+	ASSERT_EQ(count_events(r.json, "inversion"), 1);
+	ASSERT_EQ(count_events(r.json, "deadlock"), 1);
+	line = event_line(r.json, "inversion");
+	ASSERT_CONTAINS(line, "\"func\":\"ring_takes_next\"");
+	/* the whole ring of three, in the JSON and the text */
+	ASSERT_CONTAINS(line, "\"path\":[{\"lock\":");
+	ASSERT_CONTAINS(line, "\"more_path\":0");
+	ASSERT_CONTAINS(r.out,
+	                "the whole cycle (3 locks, each taken while the one before it was held)");
+	free(line);
+	free_run(&r);
+}

@@ -214,6 +214,10 @@ TEST(inversion_of_two_classes_is_reported_once_with_both_stacks)
 	ASSERT_TRUE(r->threads[0].holds[0] == &lb);
 	ASSERT_TRUE(r->threads[0].waits_for == &la);
 	ASSERT_TRUE(stack_has(r->threads[0].stack, r->threads[0].nstack, "order_ba"));
+	ASSERT_EQ(r->npath, 2);
+	ASSERT_STR_EQ(r->path[0].class_name, "test.A");
+	ASSERT_STR_EQ(r->path[1].class_name, "test.B");
+	ASSERT_TRUE(r->path[0].lock == &la && r->path[1].lock == &lb);
 }
 
 /* ---- three classes ---- */
@@ -265,6 +269,42 @@ TEST(three_class_cycle_is_reported)
 	ASSERT_TRUE(reps[0].order[0].held == &la && reps[0].order[0].acquired == &lb);
 	ASSERT_TRUE(reps[0].order[1].held == &lc && reps[0].order[1].acquired == &la);
 	ASSERT_EQ(stats().edges, 3);
+	/* the whole cycle: A (held by A -> B), B (by B -> C), C (held now) */
+	ASSERT_EQ(reps[0].npath, 3);
+	ASSERT_EQ(reps[0].more_path, 0);
+	ASSERT_STR_EQ(reps[0].path[0].class_name, "A");
+	ASSERT_STR_EQ(reps[0].path[1].class_name, "B");
+	ASSERT_STR_EQ(reps[0].path[2].class_name, "C");
+	ASSERT_TRUE(reps[0].path[0].lock == &la && reps[0].path[1].lock == &lb &&
+	            reps[0].path[2].lock == &lc);
+	ASSERT_TRUE(reps[0].path[1].class_site == weft__predict_class_site(cb));
+}
+
+/* A cycle of ten classes: the report's path keeps the first WEFT_WATCH_MAX_PATH steps. */
+TEST(long_cycle_path_is_cut_and_counted)
+{
+	start();
+	static struct lk ring[10];
+	uint32_t c[10];
+	char name[16];
+	for (int i = 0; i < 10; i++) {
+		snprintf(name, sizeof(name), "ring%d", i);
+		c[i] = named(name);
+	}
+	for (int i = 0; i < 10; i++) {
+		take(&ring[i], c[i], 0);
+		take(&ring[(i + 1) % 10], c[(i + 1) % 10], 0);
+		drop(&ring[(i + 1) % 10]);
+		drop(&ring[i]);
+	}
+	ASSERT_EQ(stop(), 1);
+	ASSERT_EQ(reps[0].npath, WEFT_WATCH_MAX_PATH);
+	ASSERT_EQ(reps[0].more_path, 10 - WEFT_WATCH_MAX_PATH);
+	for (int i = 0; i < WEFT_WATCH_MAX_PATH; i++) {
+		snprintf(name, sizeof(name), "ring%d", i);
+		ASSERT_STR_EQ(reps[0].path[i].class_name, name);
+		ASSERT_TRUE(reps[0].path[i].lock == &ring[i]);
+	}
 }
 
 /* ---- trylock ---- */
@@ -849,38 +889,354 @@ TEST(untracked_releases_leave_the_held_list_exact)
 	ASSERT_EQ(stats().held_overflow, 0);
 }
 
-static struct lk lx1, lx2;
+/* ---- one class nested in itself: instance orders ---- */
+
+static struct lk lx1, lx2, lx3;
 static uint32_t cx;
+
+/* take a then b (one class), release both */
+static __attribute__((noinline)) void pair_ab(struct lk *a, struct lk *b)
+{
+	take(a, cx, 0);
+	take(b, cx, 0);
+	drop(b);
+	drop(a);
+}
 
 static void *x1_x2(void *arg)
 {
 	(void)arg;
-	take(&lx1, cx, 0);
-	take(&lx2, cx, 0);
-	drop(&lx2);
-	drop(&lx1);
+	pair_ab(&lx1, &lx2);
 	return NULL;
 }
 
 static void *x2_x1(void *arg)
 {
 	(void)arg;
+	pair_ab(&lx2, &lx1);
+	return NULL;
+}
+
+static void *x2_x3(void *arg)
+{
+	(void)arg;
+	pair_ab(&lx2, &lx3);
+	return NULL;
+}
+
+static void *x3_x1(void *arg)
+{
+	(void)arg;
+	pair_ab(&lx3, &lx1);
+	return NULL;
+}
+
+/* The bank transfer: the accounts' locks are one class; one thread locks account 1 then 2 and
+ * ends, later another locks 2 then 1. */
+static __attribute__((noinline)) void *transfer_1_2(void *arg)
+{
+	(void)arg;
+	if (!tid1)
+		tid1 = gettid_();
+	take(&lx1, cx, 0);
 	take(&lx2, cx, 0);
+	drop(&lx2);
+	drop(&lx1);
+	return NULL;
+}
+
+static __attribute__((noinline)) void *transfer_2_1(void *arg)
+{
+	(void)arg;
+	if (!tid2)
+		tid2 = gettid_();
+	take(&lx2, cx, 0);
+	before_only(&lx1, cx);
+	seen_after_before = inversions_counted();
+	try_take(&lx1, cx, 0);
+	drop(&lx1);
+	drop(&lx2);
+	return NULL;
+}
+
+TEST(same_class_pair_taken_both_ways_is_reported_once)
+{
+	start();
+	cx = named("account");
+	on_thread(transfer_1_2, NULL);
+	ASSERT_EQ(inversions_counted(), 0);
+	on_thread(transfer_2_1, NULL);
+	ASSERT_EQ(seen_after_before, 1); /* from before, ahead of any wait */
+	for (int i = 0; i < 5; i++) {    /* again, both ways: no new report */
+		on_thread(transfer_1_2, NULL);
+		on_thread(transfer_2_1, NULL);
+		on_thread(x1_x2, NULL);
+		on_thread(x2_x1, NULL);
+	}
+	ASSERT_EQ(stop(), 1);
+	struct weft__predict_stats s = stats();
+	ASSERT_EQ(s.inversions, 1);
+	ASSERT_EQ(s.same_class, 1);
+	ASSERT_EQ(s.edges, 0);      /* no class order: one class */
+	ASSERT_EQ(s.inst_edges, 2); /* 1 -> 2, 2 -> 1 */
+	const weft_watch_report *r = &reps[0];
+	ASSERT_EQ(r->event, WEFT_WATCH_INVERSION);
+	ASSERT_EQ(r->order[0].tid, tid1);
+	ASSERT_TRUE(r->order[0].held == &lx1 && r->order[0].acquired == &lx2);
+	ASSERT_TRUE(r->order[0].held_class_site == weft__predict_class_site(cx));
+	ASSERT_TRUE(r->order[0].acquired_class_site == weft__predict_class_site(cx));
+	ASSERT_STR_EQ(r->order[0].held_class_name, "account");
+	ASSERT_STR_EQ(r->order[0].acquired_class_name, "account");
+	ASSERT_TRUE(stack_has(r->order[0].stack, r->order[0].nstack, "transfer_1_2"));
+	ASSERT_FALSE(stack_has(r->order[0].stack, r->order[0].nstack, "transfer_2_1"));
+	ASSERT_EQ(r->order[1].tid, tid2);
+	ASSERT_TRUE(r->order[1].held == &lx2 && r->order[1].acquired == &lx1);
+	ASSERT_TRUE(stack_has(r->order[1].stack, r->order[1].nstack, "transfer_2_1"));
+	ASSERT_EQ(r->threads[0].tid, tid2);
+	ASSERT_EQ(r->threads[0].nholds, 1);
+	ASSERT_TRUE(r->threads[0].holds[0] == &lx2);
+	ASSERT_TRUE(r->threads[0].waits_for == &lx1);
+}
+
+/* Code that orders the locks of one class (here by address) nests them legitimately. */
+static struct lk accounts[4];
+
+static void *ordered_transfers(void *arg)
+{
+	int dir = (int)(intptr_t)arg;
+	for (int i = 0; i < 4; i++)
+		for (int j = 0; j < 4; j++) {
+			if (i == j)
+				continue;
+			int from = dir ? i : j, to = dir ? j : i;
+			struct lk *lo = &accounts[WEFT__MIN(from, to)],
+			          *hi = &accounts[WEFT__MAX(from, to)];
+			pair_ab(lo, hi);
+		}
+	/* three at once, in address order */
+	take(&accounts[0], cx, 0);
+	take(&accounts[2], cx, 0);
+	take(&accounts[3], cx, 0);
+	drop(&accounts[0]);
+	drop(&accounts[3]);
+	drop(&accounts[2]);
+	return NULL;
+}
+
+TEST(same_class_nesting_in_address_order_is_quiet)
+{
+	start();
+	cx = named("account");
+	on_thread(ordered_transfers, (void *)0);
+	on_thread(ordered_transfers, (void *)1);
+	ASSERT_EQ(stop(), 0);
+	ASSERT_EQ(stats().inst_edges, 6); /* the pairs lo -> hi of four locks */
+	ASSERT_EQ(stats().same_class, 1);
+}
+
+TEST(three_instances_of_one_class_in_a_cycle_are_reported)
+{
+	start();
+	cx = named("ring");
+	on_thread(x1_x2, NULL);
+	on_thread(x2_x3, NULL);
+	ASSERT_EQ(inversions_counted(), 0);
+	on_thread(x3_x1, NULL);
+	ASSERT_EQ(inversions_counted(), 1);
+	on_thread(x3_x1, NULL);
+	on_thread(x1_x2, NULL);
+	ASSERT_EQ(stop(), 1);
+	/* closed by 3 -> 1: the path 1 -> 2 -> 3 starts with 1 -> 2 */
+	ASSERT_TRUE(reps[0].order[0].held == &lx1 && reps[0].order[0].acquired == &lx2);
+	ASSERT_TRUE(reps[0].order[1].held == &lx3 && reps[0].order[1].acquired == &lx1);
+	ASSERT_EQ(stats().inst_edges, 3);
+	ASSERT_EQ(reps[0].npath, 3);
+	ASSERT_TRUE(reps[0].path[0].lock == &lx1 && reps[0].path[1].lock == &lx2 &&
+	            reps[0].path[2].lock == &lx3);
+	ASSERT_STR_EQ(reps[0].path[2].class_name, "ring");
+}
+
+/* A gate: one lock instance held around both orders (of another class, or of the same one). */
+static struct lk *gate_lock;
+
+static void *gated_x1_x2(void *arg)
+{
+	(void)arg;
+	take(gate_lock, gate_lock == &lx3 ? cx : cg, 0);
+	pair_ab(&lx1, &lx2);
+	drop(gate_lock);
+	return NULL;
+}
+
+static void *gated_x2_x1(void *arg)
+{
+	(void)arg;
+	take(gate_lock, gate_lock == &lx3 ? cx : cg, 0);
+	pair_ab(&lx2, &lx1);
+	drop(gate_lock);
+	return NULL;
+}
+
+static void *other_gate_x2_x1(void *arg)
+{
+	(void)arg;
+	take(&lg1, cg, 0); /* the same class as the gate, another instance */
+	pair_ab(&lx2, &lx1);
+	drop(&lg1);
+	return NULL;
+}
+
+TEST(a_gate_instance_held_around_both_same_class_orders_excuses_them)
+{
+	start();
+	cx = named("account");
+	cg = named("bank");
+	gate_lock = &lg0;
+	for (int i = 0; i < 3; i++) {
+		on_thread(gated_x1_x2, NULL);
+		on_thread(gated_x2_x1, NULL);
+	}
+	ASSERT_EQ(inversions_counted(), 0);
+	ASSERT_GE(stats().excused_gate, 1);
+	/* another instance of the gate's class excludes nothing */
+	on_thread(other_gate_x2_x1, NULL);
+	ASSERT_EQ(stop(), 1);
+	ASSERT_TRUE(reps[0].order[1].held == &lx2 && reps[0].order[1].acquired == &lx1);
+}
+
+TEST(a_gate_of_the_same_class_excuses_too)
+{
+	start();
+	cx = named("account");
+	gate_lock = &lx3; /* one of the accounts, held around both orders */
+	for (int i = 0; i < 3; i++) {
+		on_thread(gated_x1_x2, NULL);
+		on_thread(gated_x2_x1, NULL);
+	}
+	ASSERT_GE(stats().excused_gate, 1);
+	ASSERT_EQ(stop(), 0);
+	ASSERT_EQ(stats().inst_edges, 4); /* 3 -> 1, 3 -> 2, 1 -> 2, 2 -> 1 */
+}
+
+static void *read_x1_read_x2(void *arg)
+{
+	(void)arg;
+	take(&lx1, cx, 1);
+	take(&lx2, cx, 1);
+	drop(&lx2);
+	drop(&lx1);
+	return NULL;
+}
+
+static void *read_x2_read_x1(void *arg)
+{
+	(void)arg;
+	take(&lx2, cx, 1);
+	take(&lx1, cx, 1);
+	drop(&lx1);
+	drop(&lx2);
+	return NULL;
+}
+
+static void *read_x2_write_x1(void *arg)
+{
+	(void)arg;
+	take(&lx2, cx, 1);
 	take(&lx1, cx, 0);
 	drop(&lx1);
 	drop(&lx2);
 	return NULL;
 }
 
-TEST(same_class_nesting_is_counted_not_reported)
+TEST(same_class_readers_both_ways_are_excused_a_writer_is_not)
 {
 	start();
-	cx = named("X");
-	on_thread(x1_x2, NULL);
+	cx = named("table");
+	on_thread(read_x1_read_x2, NULL);
+	on_thread(read_x2_read_x1, NULL);
+	ASSERT_EQ(inversions_counted(), 0);
+	ASSERT_GE(stats().excused_read, 1);
+	on_thread(read_x2_write_x1, NULL);  /* narrows 2 -> 1: taken for writing now */
+	ASSERT_EQ(inversions_counted(), 0); /* 1 -> 2 read on both sides of 2 still: readers */
+	on_thread(x1_x2, NULL);             /* 1 -> 2 now written: 2 read, 1 wanted for writing */
+	ASSERT_EQ(stop(), 1);
+	ASSERT_TRUE(reps[0].order[1].held == &lx1 && reps[0].order[1].acquired == &lx2);
+}
+
+TEST(trylock_of_the_same_class_adds_no_instance_order)
+{
+	start();
+	cx = named("account");
+	take(&lx1, cx, 0);
+	try_take(&lx2, cx, 0);
+	drop(&lx2);
+	drop(&lx1);
 	on_thread(x2_x1, NULL);
 	ASSERT_EQ(stop(), 0);
-	ASSERT_EQ(stats().same_class, 1);
-	ASSERT_EQ(stats().edges, 0);
+	ASSERT_EQ(stats().inst_edges, 1); /* 2 -> 1 only */
+}
+
+TEST(a_destroyed_lock_takes_no_old_orders_along)
+{
+	start();
+	cx = named("account");
+	on_thread(x1_x2, NULL);
+	weft__predict_forget(&lx2); /* destroyed; a new lock made at its address */
+	on_thread(x2_x1, NULL);     /* not the reverse of the old 1 -> 2 */
+	ASSERT_EQ(inversions_counted(), 0);
+	on_thread(x1_x2, NULL); /* the reverse of 2 -> 1, both locks alive */
+	ASSERT_EQ(stop(), 1);
+	ASSERT_TRUE(reps[0].order[0].held == &lx2 && reps[0].order[0].acquired == &lx1);
+	ASSERT_TRUE(reps[0].order[1].held == &lx1 && reps[0].order[1].acquired == &lx2);
+	ASSERT_EQ(stats().inst_edges, 2);
+}
+
+TEST(instance_order_overflow_is_counted)
+{
+	weft__predict_test_inst_cap(3); /* orders 1 .. 2 */
+	start();
+	cx = named("account");
+	pair_ab(&lx1, &lx2);
+	pair_ab(&lx2, &lx3);
+	ASSERT_EQ(stats().inst_edges, 2);
+	ASSERT_EQ(stats().inst_overflow, 0);
+	pair_ab(&lx3, &lx1);
+	pair_ab(&lx3, &lx1); /* cached as unrecorded: not counted again on this thread */
+	struct weft__predict_stats s = stats();
+	ASSERT_EQ(s.inst_edges, 2);
+	ASSERT_EQ(s.inst_overflow, 1);
+	on_thread(x3_x1, NULL); /* another thread: counted again, never recorded */
+	ASSERT_EQ(stats().inst_overflow, 2);
+	ASSERT_EQ(stop(), 0);
+}
+
+static weft_mutex accts[2];
+
+static __attribute__((noinline)) void *weft_transfer(void *arg)
+{
+	int from = (int)(intptr_t)arg;
+	ASSERT_OK(weft_mutex_lock(&accts[from]));
+	ASSERT_OK(weft_mutex_lock(&accts[1 - from]));
+	ASSERT_OK(weft_mutex_unlock(&accts[1 - from]));
+	ASSERT_OK(weft_mutex_unlock(&accts[from]));
+	return NULL;
+}
+
+TEST(weft_mutexes_made_in_one_loop_taken_both_ways_are_reported)
+{
+	start();
+	for (int i = 0; i < 2; i++) /* one init site: one class */
+		ASSERT_OK(weft_mutex_init(&accts[i], NULL));
+	on_thread(weft_transfer, (void *)0);
+	on_thread(weft_transfer, (void *)1);
+	on_thread(weft_transfer, (void *)0);
+	ASSERT_EQ(stop(), 1);
+	ASSERT_TRUE(reps[0].order[0].held == &accts[0] && reps[0].order[0].acquired == &accts[1]);
+	ASSERT_TRUE(reps[0].order[1].held == &accts[1] && reps[0].order[1].acquired == &accts[0]);
+	ASSERT_TRUE(reps[0].order[0].held_class_site == reps[0].order[1].acquired_class_site);
+	ASSERT_TRUE(stack_has(reps[0].order[1].stack, reps[0].order[1].nstack, "weft_transfer"));
+	for (int i = 0; i < 2; i++)
+		ASSERT_OK(weft_mutex_destroy(&accts[i]));
 }
 
 TEST(table_overflow_is_counted)
