@@ -82,6 +82,7 @@
 #include <inttypes.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -1874,10 +1875,16 @@ static void scan(int64_t now, unsigned scan_no)
 	nprev = ncur;
 }
 
+/* Set by the watchdog when it runs: weft_watch_start returns only then, so that the thread's
+ * start-up (weft__thread_create's argument block, freed by the new thread) is over before the
+ * caller can fork: a child forked in between would inherit the block with nobody to free it. */
+static _Atomic int dog_running;
+
 static void *dog_main(void *arg)
 {
 	(void)arg;
 	weft__watch_internal = 1;
+	atomic_store(&dog_running, 1);
 	int64_t next = weft__watch_now() + opts.scan_ns;
 	unsigned scan_no = 0;
 	while (!atomic_load(&dog_stop)) {
@@ -2198,10 +2205,13 @@ int weft_watch_start(const weft_watch_options *o)
 	}
 	atomic_store(&dog_stop, 0);
 	atomic_store(&need_restart, 0);
+	atomic_store(&dog_running, 0);
 	r = weft__thread_create(&dog, "weft-watch", dog_main, NULL);
 	if (r < 0)
 		goto fail_predict;
 	dog_valid = 1;
+	while (!atomic_load(&dog_running)) /* once per start: see dog_running */
+		sched_yield();
 	__atomic_store_n(&weft__watch_profile_sample, opts.profile_sample, __ATOMIC_RELAXED);
 	__atomic_store_n(&weft__watch_on, 1, __ATOMIC_SEQ_CST);
 	if (opts.predict)

@@ -1815,7 +1815,7 @@ static void *nest_holder(void *p)
 	(void)p;
 	ASSERT_OK(weft_mutex_lock(&nest_outer));
 	ASSERT_OK(weft_mutex_lock(&nest_inner));
-	th_sleep_ms(400);
+	th_sleep_ms((long)(400 * th_scale())); /* the main thread's wait outlasts long_wait_ns */
 	ASSERT_OK(weft_mutex_unlock(&nest_inner));
 	ASSERT_OK(weft_mutex_unlock(&nest_outer));
 	return NULL;
