@@ -99,8 +99,8 @@
  *    the slow path looks the pair up, adds or narrows it (gates and read ends are only ever
  *    cleared: atomics, racing narrowers agree) and, when something changed and the order is not
  *    reported, and only if L has orders out of it (a lock-free check: most new orders take no
- *    lock), takes graph_lock and searches a path L -> ... -> H (inst_search: search's rules and
- *    bounds, over live instance orders; its dfs scratch is search's, under graph_lock). Searches
+ *    lock), takes graph_lock and searches a path L -> ... -> H (the same search as for classes,
+ *    over live instance orders; its dfs scratch is shared, under graph_lock). Searches
  *    and reports are serialised by graph_lock and every order is fully published before its
  *    thread searches, so of two orders that close a cycle at once the later search sees both.
  *  - destroyed locks: weft__predict_forget bumps the gen of the address's node, and a record
@@ -208,13 +208,19 @@ enum {
 
 /* ---- the mapped tables ---- */
 
+/* A node's search scratch (graph_lock): visited in this search (stamp) with write or read entry,
+ * and the gate mask then. */
+struct dfs_mark {
+	uint32_t stamp_w, stamp_r;
+	uint32_t mask_w, mask_r;
+};
+
 struct lock_class {
 	_Atomic(void *) site; /* init, first-use or naming site (relaxed: see class_for_key) */
 	char name[24];        /* a named class's name (truncated), written before it is published */
 	_Atomic uint32_t self_nested; /* seen taken under its own class (counted once) */
 	uint32_t first_out;           /* graph_lock: first edge out of this class, 0: none */
-	uint32_t stamp_w, stamp_r;    /* graph_lock: search scratch (visited with write/read */
-	uint32_t mask_w, mask_r;      /* entry, and the gate mask then) */
+	struct dfs_mark mark;         /* graph_lock: search scratch */
 };
 
 struct key_slot {
@@ -250,8 +256,7 @@ struct inst_node {
 	_Atomic uintptr_t addr;     /* 0: empty; claimed by CAS */
 	_Atomic uint32_t gen;       /* bumped by weft__predict_forget (the lock was destroyed) */
 	_Atomic uint32_t first_out; /* the newest instance order out of it, 0: none */
-	uint32_t stamp_w, stamp_r;  /* graph_lock: search scratch, as lock_class's */
-	uint32_t mask_w, mask_r;
+	struct dfs_mark mark;       /* graph_lock: search scratch, as lock_class's */
 };
 
 /* An instance order: lock `to` was taken while lock `from` of the same class was held. The
@@ -997,45 +1002,115 @@ static uint32_t gate_mask(_Atomic uintptr_t *gates, const uintptr_t *g0, int ng0
 	return m;
 }
 
-/* Visit `node` entered with gate mask m (in read mode if rd), unless an earlier visit in this
- * search dominates it (entered in write mode, or in the same mode, with a subset of the mask:
- * whatever this visit could reach unexcused, that one could too). */
-static bool visit(uint32_t node, uint32_t m, bool rd)
+/* Visit a node (its scratch `c`) entered with gate mask m (in read mode if rd), unless an earlier
+ * visit in this search (number `stamp`) dominates it (entered in write mode, or in the same mode,
+ * with a subset of the mask: whatever this visit could reach unexcused, that one could too). */
+static bool visit(struct dfs_mark *c, uint32_t stamp, uint32_t m, bool rd)
 {
-	struct lock_class *c = &g.cls[node];
-	if (c->stamp_w == g.stamp && (c->mask_w & ~m) == 0)
+	if (c->stamp_w == stamp && (c->mask_w & ~m) == 0)
 		return false;
-	if (rd && c->stamp_r == g.stamp && (c->mask_r & ~m) == 0)
+	if (rd && c->stamp_r == stamp && (c->mask_r & ~m) == 0)
 		return false;
 	if (rd) {
-		c->stamp_r = g.stamp;
+		c->stamp_r = stamp;
 		c->mask_r = m;
 	} else {
-		c->stamp_w = g.stamp;
+		c->stamp_w = stamp;
 		c->mask_w = m;
 	}
 	return true;
 }
 
-/* Under graph_lock: a path b -> ... -> a that closes an unexcused cycle with the acquisition of b
- * (mode b_mode) while a is held (mode a_mode) and the gate locks g0[0..ng0) are held too. Returns
- * the first edge of the path, 0 if none; counts excuses and cut searches. */
-static uint32_t search(uint32_t a, uint32_t b, int a_mode, int b_mode, const uintptr_t *g0, int ng0)
+/* Neither end was destroyed since the order was recorded. */
+static inline bool inst_live(struct inst *e)
 {
-	if (++g.stamp == 0) { /* wrapped: clear the scratch so no old stamp matches */
-		for (uint32_t i = 0; i < g.ncls; i++)
-			g.cls[i].stamp_w = g.cls[i].stamp_r = 0;
-		g.stamp = 1;
+	return atomic_load_explicit(&e->gfrom, memory_order_relaxed) ==
+	               atomic_load_explicit(&node_at(e->nfrom)->gen, memory_order_relaxed) &&
+	       atomic_load_explicit(&e->gto, memory_order_relaxed) ==
+	               atomic_load_explicit(&node_at(e->nto)->gen, memory_order_relaxed);
+}
+
+/* The two graphs one search walks: the class orders (nodes are classes, edges struct edge) and
+ * the instance orders of same-class nesting (nodes are struct inst_node, edges struct inst). */
+static struct dfs_mark *mark_of(bool inst, uint32_t node)
+{
+	return inst ? &node_at(node)->mark : &g.cls[node].mark;
+}
+
+static uint32_t first_out_of(bool inst, uint32_t node)
+{
+	return inst ? atomic_load_explicit(&node_at(node)->first_out, memory_order_acquire)
+	            : g.cls[node].first_out;
+}
+
+/* A new search number for a graph; on a wrap its scratch is cleared so no old stamp matches. */
+static uint32_t new_stamp(bool inst)
+{
+	uint32_t *stamp = inst ? &g.istamp : &g.stamp;
+	if (++*stamp == 0) {
+		uint32_t n = inst ? UINT32_C(1) << g.node_bits : g.ncls;
+		for (uint32_t i = 0; i < n; i++)
+			mark_of(inst, i)->stamp_w = mark_of(inst, i)->stamp_r = 0;
+		*stamp = 1;
 	}
+	return *stamp;
+}
+
+/* An order of either graph as the search sees it. */
+struct order_view {
+	uint32_t next; /* the next order out of the same node */
+	uint32_t to;   /* the node it leads to */
+	bool closes;   /* it leads to the search's target */
+	bool live;     /* instance orders: both ends still the locks recorded */
+	uint32_t ends; /* READ_FROM | READ_TO */
+	_Atomic uintptr_t *gates;
+	uint32_t cls; /* for the report's path: the class and lock it leaves */
+	const void *lock;
+};
+
+static void view(bool inst, uint32_t ei, uintptr_t target, struct order_view *v)
+{
+	if (inst) {
+		struct inst *e = &g.inst[ei];
+		v->next = atomic_load_explicit(&e->next_out, memory_order_relaxed);
+		v->to = e->nto;
+		v->closes = e->to == target;
+		v->live = inst_live(e);
+		v->ends = atomic_load_explicit(&e->read_ends, memory_order_relaxed);
+		v->gates = e->gates;
+		v->cls = e->cls;
+		v->lock = (const void *)e->from;
+	} else {
+		struct edge *e = &g.edges[ei];
+		v->next = e->next_out;
+		v->to = e->to;
+		v->closes = e->to == target;
+		v->live = true;
+		v->ends = atomic_load_explicit(&e->read_ends, memory_order_relaxed);
+		v->gates = e->gates;
+		v->cls = e->from;
+		v->lock = e->held;
+	}
+}
+
+/* Under graph_lock: a path start -> ... -> target that closes an unexcused cycle with the
+ * acquisition of `start` (mode start_mode) while `target` is held (mode target_mode) and the gate
+ * locks g0[0..ng0) are held too. Class orders: start and target are classes. Instance orders
+ * (inst): start is the node of the lock being taken, target the held lock's address. Returns the
+ * first order of the path (and the path in g.path), 0 if none; counts excuses and cut searches. */
+static uint32_t search(bool inst, uintptr_t target, uint32_t start, int target_mode, int start_mode,
+                       const uintptr_t *g0, int ng0)
+{
+	uint32_t stamp = new_stamp(inst);
 	uint32_t full = ng0 ? (UINT32_MAX >> (32 - ng0)) : 0;
 	bool gated = false, read = false, cut = false;
 	int depth = 1, visits = 0;
-	g.dfs[0].node = b;
-	g.dfs[0].next = g.cls[b].first_out;
+	g.dfs[0].node = start;
+	g.dfs[0].next = first_out_of(inst, start);
 	g.dfs[0].mask = full;
-	g.dfs[0].rd = b_mode == 1;
+	g.dfs[0].rd = start_mode == 1;
 	g.dfs[0].via = 0;
-	visit(b, full, b_mode == 1);
+	visit(mark_of(inst, start), stamp, full, start_mode == 1);
 	uint32_t found = 0;
 	while (depth > 0 && !found) {
 		__typeof__(g.dfs[0]) *f = &g.dfs[depth - 1];
@@ -1044,47 +1119,50 @@ static uint32_t search(uint32_t a, uint32_t b, int a_mode, int b_mode, const uin
 			depth--;
 			continue;
 		}
-		struct edge *e = &g.edges[ei];
-		f->next = e->next_out;
+		struct order_view e;
+		view(inst, ei, target, &e);
+		f->next = e.next;
 		if (++visits > DFS_VISITS) {
 			cut = true;
 			break;
 		}
-		uint32_t ends = atomic_load_explicit(&e->read_ends, memory_order_relaxed);
-		if (f->rd && (ends & READ_FROM)) {
+		if (!e.live)
+			continue; /* an end was destroyed since */
+		if (f->rd && (e.ends & READ_FROM)) {
 			read = true; /* read mode on both sides of f->node */
 			continue;
 		}
-		uint32_t m = f->mask & gate_mask(e->gates, g0, ng0);
-		if (e->to == a) {
+		uint32_t m = f->mask & gate_mask(e.gates, g0, ng0);
+		if (e.closes) {
 			if (m)
 				gated = true;
-			else if ((ends & READ_TO) && a_mode == 1)
+			else if ((e.ends & READ_TO) && target_mode == 1)
 				read = true;
 			else
 				found = depth == 1 ? ei : g.dfs[1].via;
 			if (found) {
 				g.npath = 0;
 				for (int k = 1; k < depth; k++) {
-					struct edge *pe = &g.edges[g.dfs[k].via];
-					g.path[g.npath].cls = pe->from;
-					g.path[g.npath++].lock = pe->held;
+					struct order_view pe;
+					view(inst, g.dfs[k].via, target, &pe);
+					g.path[g.npath].cls = pe.cls;
+					g.path[g.npath++].lock = pe.lock;
 				}
-				g.path[g.npath].cls = e->from;
-				g.path[g.npath++].lock = e->held;
+				g.path[g.npath].cls = e.cls;
+				g.path[g.npath++].lock = e.lock;
 			}
 			continue;
 		}
-		bool rd = (ends & READ_TO) != 0;
-		if (!visit(e->to, m, rd))
+		bool rd = (e.ends & READ_TO) != 0;
+		if (!visit(mark_of(inst, e.to), stamp, m, rd))
 			continue;
 		if (depth == DFS_DEPTH) {
 			cut = true;
 			continue;
 		}
 		__typeof__(g.dfs[0]) *n = &g.dfs[depth++];
-		n->node = e->to;
-		n->next = g.cls[e->to].first_out;
+		n->node = e.to;
+		n->next = first_out_of(inst, e.to);
 		n->mask = m;
 		n->rd = rd;
 		n->via = ei;
@@ -1240,15 +1318,6 @@ static uint32_t inst_find(uintptr_t from, uintptr_t to)
 	return 0;
 }
 
-/* Neither end was destroyed since the order was recorded. */
-static inline bool inst_live(struct inst *e)
-{
-	return atomic_load_explicit(&e->gfrom, memory_order_relaxed) ==
-	               atomic_load_explicit(&node_at(e->nfrom)->gen, memory_order_relaxed) &&
-	       atomic_load_explicit(&e->gto, memory_order_relaxed) ==
-	               atomic_load_explicit(&node_at(e->nto)->gen, memory_order_relaxed);
-}
-
 /* (Re)fill an order's first occurrence. */
 static void inst_fill(struct inst *e, const struct held *h, int mode, void *site,
                       const uintptr_t *g0, int ng0, void *const *frames, int nframes)
@@ -1315,108 +1384,6 @@ static uint32_t inst_add(const struct held *h, const void *lock, int mode, void 
 	                                              memory_order_release, memory_order_relaxed));
 	count(&g.st.inst_edges);
 	return idx;
-}
-
-static bool inst_visit(struct inst_node *c, uint32_t m, bool rd)
-{
-	if (c->stamp_w == g.istamp && (c->mask_w & ~m) == 0)
-		return false;
-	if (rd && c->stamp_r == g.istamp && (c->mask_r & ~m) == 0)
-		return false;
-	if (rd) {
-		c->stamp_r = g.istamp;
-		c->mask_r = m;
-	} else {
-		c->stamp_w = g.istamp;
-		c->mask_w = m;
-	}
-	return true;
-}
-
-/* Under graph_lock: as search, over the live instance orders: a path to -> ... -> from that
- * closes an unexcused cycle with the acquisition of `to` while `from` is held. Returns the
- * first order of the path, 0 if none. The dfs scratch is shared with search (graph_lock). */
-static uint32_t inst_search(uintptr_t from, uint32_t nto, int from_mode, int to_mode,
-                            const uintptr_t *g0, int ng0)
-{
-	if (++g.istamp == 0) {
-		for (uint32_t i = 0; i < (UINT32_C(1) << g.node_bits); i++)
-			g.nodes[i].stamp_w = g.nodes[i].stamp_r = 0;
-		g.istamp = 1;
-	}
-	uint32_t full = ng0 ? (UINT32_MAX >> (32 - ng0)) : 0;
-	bool gated = false, read = false, cut = false;
-	int depth = 1, visits = 0;
-	g.dfs[0].node = nto;
-	g.dfs[0].next = atomic_load_explicit(&node_at(nto)->first_out, memory_order_acquire);
-	g.dfs[0].mask = full;
-	g.dfs[0].rd = to_mode == 1;
-	g.dfs[0].via = 0;
-	inst_visit(node_at(nto), full, to_mode == 1);
-	uint32_t found = 0;
-	while (depth > 0 && !found) {
-		__typeof__(g.dfs[0]) *f = &g.dfs[depth - 1];
-		uint32_t ei = f->next;
-		if (!ei) {
-			depth--;
-			continue;
-		}
-		struct inst *e = &g.inst[ei];
-		f->next = atomic_load_explicit(&e->next_out, memory_order_relaxed);
-		if (++visits > DFS_VISITS) {
-			cut = true;
-			break;
-		}
-		if (!inst_live(e))
-			continue; /* an end was destroyed since */
-		uint32_t ends = atomic_load_explicit(&e->read_ends, memory_order_relaxed);
-		if (f->rd && (ends & READ_FROM)) {
-			read = true;
-			continue;
-		}
-		uint32_t m = f->mask & gate_mask(e->gates, g0, ng0);
-		if (e->to == from) {
-			if (m)
-				gated = true;
-			else if ((ends & READ_TO) && from_mode == 1)
-				read = true;
-			else
-				found = depth == 1 ? ei : g.dfs[1].via;
-			if (found) {
-				g.npath = 0;
-				for (int k = 1; k < depth; k++) {
-					struct inst *pe = &g.inst[g.dfs[k].via];
-					g.path[g.npath].cls = pe->cls;
-					g.path[g.npath++].lock = (const void *)pe->from;
-				}
-				g.path[g.npath].cls = e->cls;
-				g.path[g.npath++].lock = (const void *)e->from;
-			}
-			continue;
-		}
-		bool rd = (ends & READ_TO) != 0;
-		if (!inst_visit(node_at(e->nto), m, rd))
-			continue;
-		if (depth == DFS_DEPTH) {
-			cut = true;
-			continue;
-		}
-		__typeof__(g.dfs[0]) *n = &g.dfs[depth++];
-		n->node = e->nto;
-		n->next = atomic_load_explicit(&node_at(e->nto)->first_out, memory_order_acquire);
-		n->mask = m;
-		n->rd = rd;
-		n->via = ei;
-	}
-	if (!found) {
-		if (cut)
-			count(&g.st.search_truncated);
-		if (gated)
-			count(&g.st.excused_gate);
-		if (read)
-			count(&g.st.excused_read);
-	}
-	return found;
 }
 
 /* The held locks other than `a` and `b` (and untracked ones), without repeats: the gates of an
@@ -1488,7 +1455,7 @@ static void inst_slow(struct pstate *t, const struct held *h, const void *lock, 
 		if (nt && atomic_load_explicit(&node_at(nt)->first_out, memory_order_acquire) &&
 		    !atomic_load_explicit(&e->reported, memory_order_relaxed)) {
 			raw_lock(&g.graph_lock);
-			uint32_t first = inst_search(from, nt, h->mode, mode, g0, ng0);
+			uint32_t first = search(true, from, nt, h->mode, mode, g0, ng0);
 			if (first && !atomic_load_explicit(&e->reported, memory_order_relaxed)) {
 				if (*nframes < 0)
 					*nframes = weft__watch_stack(frames, WEFT_WATCH_MAX_FRAMES,
@@ -1564,7 +1531,7 @@ static __attribute__((noinline)) void before_slow(struct pstate *t, int i0, cons
 			check = edge_narrow(&g.edges[ei], t, h, mode);
 		}
 		if (check && !atomic_load_explicit(&g.edges[ei].reported, memory_order_relaxed)) {
-			uint32_t first = search(hc, cls, h->mode, mode, g0, ng0);
+			uint32_t first = search(false, hc, cls, h->mode, mode, g0, ng0);
 			if (first) {
 				if (nframes < 0)
 					nframes = weft__watch_stack(frames, WEFT_WATCH_MAX_FRAMES,
