@@ -20,23 +20,9 @@
 #include "harness.h"
 #include "internal/common.h"
 #include "internal/watch.h"
+#include "watch-test.h"
 
 /* ---- reports ---- */
-
-#define MAX_REPORTS 16
-static pthread_mutex_t rep_mu = PTHREAD_MUTEX_INITIALIZER;
-static weft_watch_report reps[MAX_REPORTS];
-static int nreps;
-
-static void on_report(const weft_watch_report *r, void *arg)
-{
-	(void)arg;
-	pthread_mutex_lock(&rep_mu);
-	if (nreps < MAX_REPORTS)
-		reps[nreps] = *r;
-	nreps++;
-	pthread_mutex_unlock(&rep_mu);
-}
 
 static void start(void)
 {
@@ -132,11 +118,6 @@ static void on_thread(void *(*fn)(void *), void *arg)
 	pthread_t t;
 	ASSERT_EQ(pthread_create(&t, NULL, fn, arg), 0);
 	ASSERT_EQ(pthread_join(t, NULL), 0);
-}
-
-static pid_t gettid_(void)
-{
-	return (pid_t)syscall(SYS_gettid);
 }
 
 /* ---- two classes in both orders ---- */

@@ -24,42 +24,13 @@
 #include "internal/alloc.h"
 #include "internal/common.h"
 #include "internal/watch.h"
+#include "watch-test.h"
 
 /* ---- helpers ---- */
 
 static int64_t in_ms(double ms)
 {
 	return weft_deadline_in((int64_t)(ms * th_scale() * 1e6));
-}
-
-static pid_t gettid_(void)
-{
-	return (pid_t)syscall(SYS_gettid);
-}
-
-#define MAX_REPORTS 32
-static pthread_mutex_t rep_mu = PTHREAD_MUTEX_INITIALIZER;
-static weft_watch_report reps[MAX_REPORTS];
-static int nreps;
-
-static void on_report(const weft_watch_report *r, void *arg)
-{
-	(void)arg;
-	pthread_mutex_lock(&rep_mu);
-	if (nreps < MAX_REPORTS)
-		reps[nreps] = *r;
-	nreps++;
-	pthread_mutex_unlock(&rep_mu);
-}
-
-static int count_reports(weft_watch_event ev)
-{
-	int n = 0;
-	pthread_mutex_lock(&rep_mu);
-	for (int i = 0; i < nreps && i < MAX_REPORTS; i++)
-		n += reps[i].event == ev;
-	pthread_mutex_unlock(&rep_mu);
-	return n;
 }
 
 /* Wait (up to ms, scaled) for a report of event ev; copy it to out. 0 if none came. */
