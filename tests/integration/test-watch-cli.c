@@ -554,7 +554,8 @@ TEST_TIMEOUT(cond_relock_deadlock_named_in_long_wait, 60)
 /* ---- signals ---- */
 
 /* A signal sent while the child is started (between fork and the parent's handlers, held open
- * here by the test pause) is forwarded to PROG, not the death of weft with PROG orphaned. */
+ * here by the pause of the test build, weft-test-hooks) is forwarded to PROG, not the death of
+ * weft with PROG orphaned. */
 TEST_TIMEOUT(signal_during_start_is_forwarded, 60)
 {
 	setup_env();
@@ -563,7 +564,13 @@ TEST_TIMEOUT(signal_during_start_is_forwarded, 60)
 	snprintf(script, sizeof(script), "echo $$ > %s.tmp && mv %s.tmp %s && exec sleep 20",
 	         pidfile, pidfile, pidfile);
 	setenv("WEFT_WATCH_TEST_FORK_PAUSE_MS", "1500", 1);
-	char *argv[] = {(char *)th_env_path("WEFT_BIN"), "watch", "--", "sh", "-c", script, NULL};
+	char *argv[] = {(char *)th_env_path("WEFT_BIN_TEST_HOOKS"),
+	                "watch",
+	                "--",
+	                "sh",
+	                "-c",
+	                script,
+	                NULL};
 	char log[1024];
 	snprintf(log, sizeof(log), "%s/weft.log", th_tmpdir());
 	pid_t weft = th_spawn(argv, log);

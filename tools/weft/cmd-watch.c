@@ -25,8 +25,10 @@
  * the whole foreground group) are forwarded to it. The forwarding handlers are installed before
  * the fork with those signals blocked, and unblocked once the child's pid is known: a signal that
  * comes in between is held, then forwarded, never killing this command with PROG left orphaned
- * (the child restores the dispositions and the mask before exec). Tests only:
- * WEFT_WATCH_TEST_FORK_PAUSE_MS=N pauses that long in the parent after the fork, signals held.
+ * (the child restores the dispositions and the mask before exec). The test build of this command
+ * (weft-test-hooks, compiled with WEFT_CLI_TEST_HOOKS, never installed) also reads
+ * WEFT_WATCH_TEST_FORK_PAUSE_MS=N and pauses that long in the parent after the fork, signals
+ * held, so that a test can signal it inside that window; the installed `weft` has no such code.
  *
  * Exit status: 0 nothing found and PROG exited 0; 1 nothing found and PROG failed (exited
  * non-zero or was killed); 2 bad usage or PROG cannot run; 3 something was found.
@@ -615,12 +617,14 @@ int cmd_watch(int argc, char **argv)
 	if (pid == 0)
 		run_child(&o, path, lib, shm_fd, json_fd, pipe_fd[1], &old_mask);
 	child_pid = pid;
+#if defined(WEFT_CLI_TEST_HOOKS)
 	const char *pause = getenv("WEFT_WATCH_TEST_FORK_PAUSE_MS");
 	if (pause && atoi(pause) > 0) {
 		struct timespec ts = {atoi(pause) / 1000, (atoi(pause) % 1000) * 1000000L};
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 			;
 	}
+#endif
 	sigprocmask(SIG_SETMASK, &old_mask, NULL);
 
 	close(pipe_fd[1]);
