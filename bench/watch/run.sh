@@ -148,8 +148,8 @@ if ! ninja -C "$build" bench/bench-watch-lock >"$log/build-bench.log" 2>&1; then
 	exit 1
 fi
 # the known-answer programs (their answers: expect and answers, part 4)
-ka_cases="cycle2 cycle3 rwcycle c11cycle forkcycle relock condlost semlost ownerdied inversion
-	samecls trylock gate readers prodcons contention"
+ka_cases="cycle2 cycle3 rwcycle c11cycle forkcycle condrelock relock condlost semlost ownerdied
+	inversion samecls trylock gate readers prodcons contention"
 ka_src() { # case: its source file
 	case $1 in
 	samecls) echo "bench/watch/$1.c" ;;
@@ -596,7 +596,7 @@ karaw=$out/ka.txt
 
 expect() { # case: the report kinds of weft watch that answer it, or none (a report is false)
 	case $1 in
-	cycle2 | cycle3 | rwcycle | c11cycle | forkcycle) echo "deadlock inversion" ;;
+	cycle2 | cycle3 | rwcycle | c11cycle | forkcycle | condrelock) echo "deadlock inversion" ;;
 	relock) echo "self-deadlock inversion" ;;
 	condlost) echo cond-wait ;;
 	semlost) echo long-wait ;;
@@ -613,7 +613,7 @@ answers() {
 	weft | weft-predict) expect "$2" | sed 's/ /|/g; s/^/^(/; s/$/)$/' ;;
 	tsan)
 		case $2 in
-		cycle2 | cycle3 | rwcycle | c11cycle | forkcycle | inversion | samecls)
+		cycle2 | cycle3 | rwcycle | c11cycle | forkcycle | condrelock | inversion | samecls)
 			echo '^lock-order-inversion$' ;;
 		relock) echo '^(double-lock|lock-order-inversion)' ;;
 		*) echo '^$' ;;
@@ -621,7 +621,7 @@ answers() {
 		;;
 	helgrind)
 		case $2 in
-		cycle2 | cycle3 | rwcycle | c11cycle | forkcycle | inversion | samecls) echo '^lock-order$' ;;
+		cycle2 | cycle3 | rwcycle | c11cycle | forkcycle | condrelock | inversion | samecls) echo '^lock-order$' ;;
 		relock) echo '^(Attempt-to-re-lock|lock-order$)' ;;
 		ownerdied) echo '^Exiting-thread-still-holds' ;;
 		*) echo '^$' ;;
@@ -658,7 +658,7 @@ ka_runs() {
 	local -A g t0 found state rc kinds
 	local -a args=()
 	case $k in # a guard in each deadlocking program ends it a second after our limit
-	cycle2 | cycle3 | rwcycle | c11cycle | forkcycle | relock) args=($((limit * 1000 + 1000))) ;;
+	cycle2 | cycle3 | rwcycle | c11cycle | forkcycle | condrelock | relock) args=($((limit * 1000 + 1000))) ;;
 	esac
 	exp=$(expect "$k")
 	for tool in "$@"; do

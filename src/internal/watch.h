@@ -47,14 +47,18 @@ extern __thread int weft__watch_internal WEFT__WATCH_TLS;
 /* ---- the wait protocol (engine.c) ----
  *
  * A wrapper first tries the lock without waiting (trylock). Only when that says busy does it call
- * weft__watch_wait with an op describing the lock. The engine records the wait in the calling
- * thread's record (claimed on its first wait, from a table mapped at start; a full table means the
- * wait is not recorded, counted in the metrics), then waits in slices: op->timed(op->lock, end)
- * with end = min(now + slice, deadline). After each slice that timed out it re-reads the owner
- * (op->owner) and publishes it, and after the first one it captures its own stack into its record
- * (so a deadlocked thread's stack is captured on that thread). The watchdog only ever reads
- * records, never a lock's memory. When timed returns anything but ETIMEDOUT before the deadline,
- * the wait ends, its time goes to the contention profile and the result is returned.
+ * weft__watch_wait with an op describing the lock. The engine first waits one short slice (0.1 ms
+ * past the coarse clock's tick) and records nothing: most contended waits end there, summed per
+ * thread into the contention profile. Only a wait that outlasts it (or a self-wait: EDEADLK, or
+ * a timeout at the deadline with op->owner the caller) is recorded, in the calling thread's
+ * record (claimed on its first wait, from a table mapped at start; a full table means the wait is
+ * not recorded, counted in the metrics), then waits in slices: op->timed(op->lock, end) with
+ * end = min(now + slice, deadline). After each slice that timed out it re-reads the owner
+ * (op->owner) and publishes it, and after the first one it captures its own stack into its
+ * record (so a deadlocked thread's stack is captured on that thread). The
+ * watchdog only ever reads records, never a lock's memory. When timed returns anything but
+ * ETIMEDOUT before the deadline, the wait ends, its time goes to the contention profile and the
+ * result is returned.
  *
  * Slicing does not change a lock's semantics: a mutex, rwlock or semaphore wait that times out
  * and waits again loses nothing (glibc's locks are not FIFO; a semaphore keeps its count). */
@@ -129,6 +133,17 @@ int64_t weft__watch_realtime_to_mono(const struct timespec *abstime);
 /* Tests only: called inside the recording of a wait, between the stores of its fields and the
  * one that publishes it (NULL: nothing). */
 extern void (*weft__watch_test_hook)(void);
+/* Tests only: called just before the first, unrecorded slice of a wait, with the lock. */
+extern void (*weft__watch_test_quick_hook)(void *lock);
+/* Tests only: the record protocol under fire. A writer thread publishes wait after wait in one
+ * record (every field a function of the wait's number) while the calling thread snapshots it as
+ * the watchdog does, until `want` snapshots were accepted or max_ns passed. *ret_torn: snapshots
+ * accepted whose fields are not all of one wait (must be 0); *ret_seen: snapshots accepted. 0, or
+ * a negative errno (-EINVAL, no memory, no thread). */
+int weft__watch_test_torn(uint64_t want, int64_t max_ns, uint64_t *ret_torn, uint64_t *ret_seen);
+/* Tests only: the records of the shared registry the monitor has mapped that process `pid`
+ * holds (-ENOENT: no registry). */
+int weft__watch_test_shm_claimed(pid_t pid);
 
 /* ---- prediction (predict.c) ----
  *

@@ -7,33 +7,84 @@
  * when the monitor stops writes into live memory. The shared registry is the one exception: it
  * is unmapped at stop only when no thread is inside a process-shared wait (shm_users, below).
  *
- * Thread records. A record says what its thread waits for now. It is claimed by the thread on its
- * first recorded wait (or rwlock acquisition) by a CAS of `state` from 0 to the process id, cached
- * in a __thread pointer, and released (state = 0) by a pthread key destructor at thread exit. A
- * thread writes only its own record; the watchdog only reads records (never a lock's memory).
- * The shared registry holds the same records, for waits on process-shared locks, with the pid;
- * a record whose process is gone (kill(pid, 0) == ESRCH) is freed by any process's watchdog.
+ * Thread records. A record says what its thread waits for now. `state`: 0 free, the pid of the
+ * process that claimed it, or -pid while process pid claims or reclaims it. It is claimed by the
+ * thread on its first recorded wait (or rwlock acquisition): a CAS of `state` from 0 to -pid, the
+ * fields (tid, the image stamp, ...), then state = pid (release); cached in a __thread pointer,
+ * and released (wseq = 0, state = 0) by a pthread key destructor at thread exit. A thread writes
+ * only its own record; the watchdog only reads records (never a lock's memory).
+ * The shared registry holds the same records, for waits on process-shared locks, with the pid.
+ * Records of threads that are gone are reclaimed by a watchdog (reclaim_dead, every 16 scans):
+ *  - a record whose process is gone (kill(pid, 0) == ESRCH), by any process's watchdog;
+ *  - a record of this very pid from an earlier image of the process: an exec ends every thread
+ *    of the old image without running its destructors, and keeps the pid. Each image stamps
+ *    its records with `image` (CLOCK_MONOTONIC ns when its monitor first started: a later
+ *    image's is later, so never equal), and a process's watchdog reclaims the records of its
+ *    pid with another stamp. (A new image that does not run the monitor on the same registry
+ *    leaves them claimed until the process exits.)
+ *  A reclaim takes the record with a CAS from the state it judged (pid) to -me, clears wseq,
+ *  then frees it: two reclaimers, or a reclaimer and a claimer, never both write it (a claim
+ *  ends with a CAS from -pid to pid, and tries the next record if it lost it). After the CAS
+ *  the stamp is read again: another stamp means that the record was freed and claimed anew
+ *  by a process with the reused pid since it was judged, and it is given back. A claim in
+ *  progress (-pid) is judged by its process only: reclaimed if that process is gone; one of
+ *  this pid's (-me) only at the image's first start, when it can only be an earlier image's
+ *  claim or reclaim cut short by exec (no thread of this image has claimed yet). The acquire
+ *  load of state pairs with the claim's release, so the stamp read after it is the claim's.
+ *  A fork child gets a stamp of its own (atfork_child), so images never share one.
  *
  * The wait protocol (weft__watch_wait), on the waiting thread:
- *   1. wseq = 0 already; write lock, kind, site, start, deadline, owner, owner_ns (seq_cst
- *      stores); start is read on entry to the lock call's wait, owner_ns just before the owner
- *      is read from the lock;
- *   2. wseq = ++nextseq (seq_cst): the wait is published;
+ *   0. the quick wait: the first slice is op->timed and nothing else, up to QUICK_NS past
+ *      the coarse clock's tick (CLOCK_MONOTONIC_COARSE: a few ns to read, coarse_res behind
+ *      the precise clock at most; so 0.1 ms to 4.1 ms here) or to the deadline. A wait that
+ *      ends there writes nothing shared: its count and its time on the coarse clock go to a
+ *      per-thread sum, added to the profile in batches (quick_flush). Two cases go on to the
+ *      recorded wait, which calls op->timed again and reports them as self-waits: EDEADLK
+ *      (an error-checking relock: the call changed nothing and says the same again), and a
+ *      timeout at the deadline while op->owner reads the caller (a relock with a deadline).
+ *      Why: in a loop where threads fight over one lock nearly every wait is a short one, and
+ *      recording it (two precise clock reads, the record, the profile's shared counters)
+ *      cost more than the native lock call itself; a spin before recording, tried too, was
+ *      worse still (it keeps both threads awake, and the lock's cache line moves on every
+ *      acquisition). Only a wait that outlasts the quick slice is recorded; a deadlock is
+ *      found at most that much later.
+ *   1. wseq = 0 already (the end of the previous wait, a seq_cst store); a release fence;
+ *      lock, kind, site, start, deadline, owner, owner_ns with relaxed stores; start is read
+ *      after step 0 (the thread is inside its lock call from then on), owner_ns when the
+ *      recording begins, and the owner is read from the lock after it;
+ *   2. wseq = ++nextseq, a release store: the wait is published;
  *   3. wait in slices of op->timed; after each slice that timed out, owner_ns' = now, owner =
- *      op->owner(lock), stored owner first, then owner_ns; after the first slice, the stack
- *      (frames, nstack, then stack_seq = wseq);
- *   4. wseq = 0 (seq_cst): the wait is over.
+ *      op->owner(lock), stored owner first, then owner_ns (both release); after the first
+ *      slice, the stack, itself a sequence lock (stack_seq = 0, a release fence, the frames
+ *      and nstack relaxed, then stack_seq = wseq, release);
+ *   4. wseq = 0, a seq_cst store: the wait is over.
+ * On x86 steps 1-3 are plain moves (no locked instruction); step 4 is one xchg.
  * Re-entrancy: a per-thread nesting count, raised (with a signal fence) before any field is
  * written; a wait that starts while it is raised (a signal handler's, interrupting the
  * recording of another) is not recorded, so the outer wait's fields are never overwritten.
- * The watchdog reads wseq, the fields, then wseq again (all seq_cst): if both reads give the same
- * nonzero value, the fields belong to that wait: a field written by a later wait of the record
- * comes after a store of wseq = 0 in the single total order, so the second read would not see
- * the old value (wait numbers of a record never repeat: nextseq survives release and reclaim).
- * seq_cst costs nothing that matters here: the thread is about to block anyway.
+ * The snapshot (snap), a sequence lock's read: s1 = wseq (acquire); the fields (relaxed,
+ * owner_ns acquire); an acquire fence; s2 = wseq (relaxed); kept only when s1 == s2 != 0.
+ * Why the fields then all belong to wait s1:
+ *  a. s1 read the release store of step 2, so every field store of wait s1 happens before the
+ *     field loads: they read that wait's values or later ones.
+ *  b. A later value was stored by a later wait (step 1 after that wait's release fence, which
+ *     follows its predecessor's step 4) or by a refresh (step 3, same wait). A field load that
+ *     reads a later wait's store makes the acquire fence synchronize with that wait's release
+ *     fence, so the step-4 store wseq = 0 that preceded it happens before the load of s2: s2
+ *     reads 0 or a later number, never s1 again (wait numbers of a record never repeat:
+ *     nextseq survives release and reclaim, and a shared record numbers its waits itself,
+ *     whichever thread of whichever process holds it). The snapshot is dropped.
+ *  c. owner and owner_ns change within a wait: owner_ns is loaded with acquire before owner,
+ *     and stored with release after it, so a snapshot never pairs an older owner with a newer
+ *     time (a newer owner with an older time is fine: that owner was read even later, and its
+ *     own release store orders the waiter's read of the lock before it).
+ * (ThreadSanitizer has no model of fences: its build makes the field stores release and the
+ * loads acquire instead, which gives the same argument without them.)
  *
  * Who wins each race:
  *  - two threads claiming one free record: the CAS; the loser tries the next record.
+ *  - two watchdogs reclaiming one record, or a reclaim against a claim: the CAS on state
+ *    from the value judged to -pid (see "Thread records").
  *  - the watchdog reading a record that changes: the snapshot is dropped (wseq check).
  *  - a report queued while the ring is full: dropped and counted (never blocks).
  *  - stop against a thread entering a process-shared wait: a Dekker pair on shm_users and
@@ -47,6 +98,23 @@
  *    for as long as that wait of Y lasts. An owner published before Y started waiting proves
  *    nothing: Y may have released the lock and then blocked elsewhere (the stale-owner case:
  *    the waiter refreshes its owner only once per slice).
+ *    Memory orders of this proof. The times are clock readings, not memory events, so what
+ *    matters is when stores become visible. A record seen late only delays a report: a start
+ *    or a publication (steps 1-2, plain stores on x86) not yet visible leaves the edge out
+ *    until a later scan. What must never be seen late is an end: a wait that has ended must
+ *    not be taken for one still going. Hence, numbered:
+ *     1. Step 4 (wseq = 0) is a seq_cst store: on x86 an xchg, visible to every CPU before
+ *        the thread runs anything after its wait; on arm64 an stlr, which no later release
+ *        (of the lock that proved an edge into the thread, say) can pass.
+ *     2. X stores owner_ns with release after reading its clock and then the owner; the
+ *        watchdog loads it with acquire in X's snapshot, every snapshot ends with an acquire
+ *        fence, and the re-check of each wait before a report (on_cycle) is a seq_cst load
+ *        made after all of them.
+ *     3. So if the re-check still reads Y's wait number, Y's step 4 had not become visible
+ *        by then, nor, by 1, had Y left that wait when X read the owner (t is before the
+ *        watchdog's load of owner_ns, which is before the re-check): at t Y owned the lock
+ *        inside the wait that began at Y.start <= t, and it still owns it at the re-check.
+ *        With every edge so, the cycle existed at the first re-check.
  *  - X -> Y (rwlock waits) when Y's held-rwlock list, read while Y waits (wseq the same before
  *    and after the read), holds the lock X waits for (writers only for a read wait): Y's list
  *    does not change while Y is blocked.
@@ -65,9 +133,22 @@
  * (EDEADLK) or has a deadline.
  *
  * Condition waits are not sliced: a thread woken from one retakes the mutex inside glibc,
- * where the monitor cannot see it wait (the record still says COND). A deadlock through that
- * re-lock is not found as a cycle; the long-wait report of a thread whose owner is in a
- * condition wait names the condvar and its mutex instead.
+ * where no wrapper sees it wait (the record still says COND). The watchdog finds that wait from
+ * outside, and only for a condition-waiting thread X that some waiter names as owner (a
+ * candidate for a cycle; idle condition waiters are never probed), at most RELOCK_PROBES a scan:
+ *  1. /proc/self/task/X/syscall: X is blocked in futex(2), a wait or PI-lock operation, on the
+ *     address of its wait's mutex M (its lock word comes first in pthread_mutex_t). A condition
+ *     wait blocks on M only to retake it: X was signalled and will not wait on the condvar again
+ *     in this call, and it cannot hold M and wait again without ending the call (and its record).
+ *  2. then the clock (t2), then M's owner Y (glibc's __owner, read with process_vm_readv, which
+ *     fails instead of faulting if M is gone). If Y is neither 0 nor X, at t2 M was owned by Y
+ *     and X, still retaking it, did not hold it: X -> Y with owner_ns = t2, proven as any owner
+ *     edge (Y's start <= t2, Y blocked releases nothing), and the cycle's re-check of every
+ *     wait number confirms that X's condition wait had not ended.
+ * A cycle through a condition re-lock is reported as any deadlock, the re-locking thread's
+ * wait kind being the condvar's, with its mutex and that mutex's owner. Cross-process condition
+ * waits (another process's /proc) are not probed: the long-wait report of a thread whose owner
+ * is in a condition wait names the condvar and its mutex.
  *
  * The report queue is a bounded MPSC ring (each slot has a sequence word: producers claim a
  * position with a CAS on the tail, fill the slot, then publish with a release store; the watchdog
@@ -75,22 +156,26 @@
  *
  * fork: the child handler resets the forking thread's cached tid and record pointers, frees the
  * private records of the parent's threads, empties the ring, and, if the monitor ran, marks the
- * watchdog for a lazy restart at the child's first recorded wait or emit.
+ * watchdog for a lazy restart at the child's first contended wait or emit. It also gives the
+ * child a new image stamp (a sibling that later gets its pid must not own its records).
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -114,15 +199,32 @@ __thread int weft__watch_internal WEFT__WATCH_TLS;
 #define PROF_PROBE 64
 #define EDGE_MAX 9           /* out-edges per waiting thread (owner + readers) */
 #define CYCLE_MAX 64         /* cycles remembered per scan */
+#define RELOCK_PROBES 32     /* condition waiters probed for a re-lock per scan */
 #define REPORTED_MAX 256     /* reported cycle keys remembered */
 #define STACK_GRACE_SCANS 10 /* scans a confirmed cycle waits for its threads' stacks */
 #define SLICE_MIN 1000000    /* ns */
 #define SLICE_MAX 1000000000
 #define OFF_SLICE 1000000000 /* slices of an unrecorded wait (picks up a monitor started later) */
+#define QUICK_NS 100000      /* the first, unrecorded slice of a wait, past a tick (step 0) */
+#define QUICK_BATCH 64       /* quick waits a thread sums up before adding them to the profile */
+
+/* The record protocol's orders (head comment): fences, or for ThreadSanitizer, which has no
+ * model of them, release stores and acquire loads of the fields themselves. */
+#if WEFT__TSAN
+#define FIELD_ST memory_order_release
+#define FIELD_LD memory_order_acquire
+#define FENCE_REL() ((void)0)
+#define FENCE_ACQ() ((void)0)
+#else
+#define FIELD_ST memory_order_relaxed
+#define FIELD_LD memory_order_relaxed
+#define FENCE_REL() atomic_thread_fence(memory_order_release)
+#define FENCE_ACQ() atomic_thread_fence(memory_order_acquire)
+#endif
 
 /* ---- records ---- */
 struct rec {
-	_Atomic int32_t state; /* 0 free, else the pid of the process that claimed it */
+	_Atomic int32_t state; /* 0 free, pid: claimed by process pid, -pid: pid (re)claiming it */
 	_Atomic int32_t tid;
 	_Atomic uint64_t wseq;    /* 0: not waiting; else the number of the wait in progress */
 	_Atomic uint64_t nextseq; /* written by the owning thread only; survives release */
@@ -144,6 +246,7 @@ struct rec {
 	_Atomic uint32_t rw_write[RW_MAX];
 	_Atomic uint32_t rw_untracked;
 	_Atomic uint64_t long_seq; /* the watchdog's: the last wait reported as long */
+	_Atomic uint64_t image;    /* the stamp of the process image that claimed it */
 };
 
 #define SHM_MAGIC 0x77656674776174ull /* "weftwat" */
@@ -159,6 +262,7 @@ static size_t shm_len;
 static _Atomic uint32_t shm_gen; /* bumped when the registry changes */
 static _Atomic int shm_users;    /* threads inside a process-shared wait */
 static pid_t my_pid;
+static _Atomic uint64_t image; /* this image's stamp (set at its first start, never 0 after) */
 
 static __thread pid_t my_tid WEFT__WATCH_TLS;
 static __thread struct rec *my_rec WEFT__WATCH_TLS;
@@ -170,8 +274,20 @@ static __thread int shm_waiting
         WEFT__WATCH_TLS; /* this thread counts itself in shm_users for a wait */
 static __thread int64_t name_at
         WEFT__WATCH_TLS; /* when the thread's name was last read into its records */
+/* Quick waits (step 0) not yet added to the profile: one site and lock at a time, of one
+ * monitor session (gen: quick_gen when they were summed). busy: the thread is changing the
+ * sums (a signal handler's quick wait then goes to the profile directly). */
+static __thread struct quick {
+	uintptr_t site, lock;
+	uint32_t kind, n, acquired, gen;
+	int64_t ns, ns_max;
+	int busy;
+} quick WEFT__WATCH_TLS;
+static _Atomic uint32_t quick_gen; /* bumped by each start: older sums are another session's */
+static __thread int key_armed WEFT__WATCH_TLS; /* the key is set: its destructor will run */
 
 void (*weft__watch_test_hook)(void);
+void (*weft__watch_test_quick_hook)(void *lock);
 
 static pthread_key_t rec_key;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -253,6 +369,7 @@ struct node {
 	int nedge;
 	int edge[EDGE_MAX];
 	int self_hold; /* waits for an rwlock it holds itself */
+	int probe;     /* a condition wait whose thread a waiter names as owner (re-lock probe) */
 };
 struct hold {
 	uintptr_t lock;
@@ -280,6 +397,17 @@ int64_t weft__watch_now(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* CLOCK_MONOTONIC_COARSE (the last tick: a few ns to read, coarse_res behind at most), for the
+ * quick slice, whose length and profile time need no more. */
+static int64_t coarse_res = 10000000; /* set at start from clock_getres */
+
+static int64_t coarse_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
@@ -400,14 +528,14 @@ static void rec_set_lname(struct rec *r, const char *lname)
 	if (lname)
 		memcpy(w, lname, strnlen(lname, sizeof(w) - 1));
 	for (int i = 0; i < 3; i++)
-		atomic_store_explicit(&r->lname[i], w[i], memory_order_relaxed);
+		atomic_store_explicit(&r->lname[i], w[i], FIELD_ST);
 }
 
 static void rec_get_lname(struct rec *r, char out[24])
 {
 	uint64_t w[3];
 	for (int i = 0; i < 3; i++)
-		w[i] = atomic_load_explicit(&r->lname[i], memory_order_relaxed);
+		w[i] = atomic_load_explicit(&r->lname[i], FIELD_LD);
 	memcpy(out, w, 24);
 	out[23] = '\0';
 }
@@ -420,17 +548,25 @@ static struct rec *claim(struct rec *tab, int n, pid_t pid)
 		struct rec *r = &tab[(h + (unsigned)k) % (unsigned)n];
 		int32_t zero = 0;
 		if (atomic_load_explicit(&r->state, memory_order_relaxed) != 0 ||
-		    !atomic_compare_exchange_strong(&r->state, &zero, pid))
+		    !atomic_compare_exchange_strong(&r->state, &zero, -pid))
 			continue;
 		atomic_store_explicit(&hint, (h + (unsigned)k + 1) % (unsigned)n,
 		                      memory_order_relaxed);
 		atomic_store(&r->tid, weft__watch_tid());
+		atomic_store_explicit(&r->image, atomic_load_explicit(&image, memory_order_relaxed),
+		                      memory_order_relaxed);
 		atomic_store(&r->wseq, 0);
 		for (int i = 0; i < RW_MAX; i++)
 			atomic_store_explicit(&r->rw[i], 0, memory_order_relaxed);
 		atomic_store_explicit(&r->rw_untracked, 0, memory_order_relaxed);
 		atomic_store(&r->nstack, 0);
 		rec_set_name(r);
+		/* claimed; a CAS: a reclaimer that judged a dead process's claim in progress under
+		 * this reused pid may have taken it meanwhile (then try the next one) */
+		int32_t claiming = -pid;
+		if (!atomic_compare_exchange_strong_explicit(
+		            &r->state, &claiming, pid, memory_order_release, memory_order_relaxed))
+			continue;
 		return r;
 	}
 	atomic_fetch_add_explicit(&unrecorded, 1, memory_order_relaxed);
@@ -479,9 +615,14 @@ static void rec_release(struct rec *r)
 /* At thread exit (the __thread variables are still there when key destructors run). A thread
  * cancelled inside a wait (sem_clockwait is a cancellation point) never ran end_wait: its
  * records are released here and its count in shm_users given back. */
+static void quick_flush(void);
+
 static void key_destructor(void *v)
 {
 	(void)v;
+	quick_flush();
+	key_armed = 0; /* glibc cleared the key: a later quick wait (another key's destructor
+	                  taking a lock) sets it again, and glibc runs another round */
 	if (my_rec) {
 		rec_release(my_rec);
 		my_rec = NULL;
@@ -508,7 +649,12 @@ static void atfork_child(void)
 	shm_waiting = 0;
 	nest = 0;
 	hold_lock = NULL;
+	memset(&quick, 0, sizeof(quick)); /* the parent's sums are the parent's */
 	__atomic_store_n(&my_pid, getpid(), __ATOMIC_RELAXED);
+	/* a new stamp: a sibling that gets this pid after this child has exited must not take
+	 * this child's shared records for its own (its shared records are claimed afresh) */
+	if (atomic_load_explicit(&image, memory_order_relaxed))
+		atomic_store_explicit(&image, (uint64_t)weft__watch_now(), memory_order_relaxed);
 	if (priv)
 		for (int i = 0; i < PRIV_RECS; i++)
 			atomic_store_explicit(&priv[i].state, 0, memory_order_relaxed);
@@ -614,18 +760,97 @@ static void max_store(_Atomic int64_t *m, int64_t v)
 		;
 }
 
+/* The entry's lock and kind: the last seen (stored only when they change: threads that fight
+ * over one lock share the entry's cache line). */
+static void prof_lock_kind(struct prof *e, uintptr_t lock, uint32_t kind)
+{
+	if (atomic_load_explicit(&e->lock, memory_order_relaxed) != lock)
+		atomic_store_explicit(&e->lock, lock, memory_order_relaxed);
+	if (atomic_load_explicit(&e->kind, memory_order_relaxed) != kind)
+		atomic_store_explicit(&e->kind, kind, memory_order_relaxed);
+}
+
 static void prof_wait(const void *lock, weft_watch_lock_kind kind, void *site, int64_t ns,
                       int acquired)
 {
 	struct prof *e = prof_entry(site);
 	if (!e)
 		return;
-	atomic_store_explicit(&e->lock, (uintptr_t)lock, memory_order_relaxed);
-	atomic_store_explicit(&e->kind, (uint32_t)kind, memory_order_relaxed);
+	prof_lock_kind(e, (uintptr_t)lock, (uint32_t)kind);
 	if (acquired)
 		atomic_fetch_add_explicit(&e->contended, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&e->wait_total, ns, memory_order_relaxed);
 	max_store(&e->wait_max, ns);
+}
+
+/* Quick waits (the wait protocol, step 0) go to the profile in batches: one round of shared
+ * atomics per QUICK_BATCH of them, or when the thread moves to another site or lock, or exits
+ * (key_destructor), or stops the monitor or reads the profile itself. What a thread still holds
+ * back (fewer than QUICK_BATCH waits per thread) is missing from a profile read by another
+ * thread. */
+static void quick_busy(int on)
+{
+	if (!on)
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	quick.busy = on;
+	if (on)
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+/* The caller has set quick.busy. Sums of an earlier session are dropped. */
+static void quick_add(void)
+{
+	if (quick.n && quick.gen == atomic_load_explicit(&quick_gen, memory_order_relaxed)) {
+		struct prof *e = prof_entry((void *)quick.site);
+		if (e) {
+			prof_lock_kind(e, quick.lock, quick.kind);
+			if (quick.acquired)
+				atomic_fetch_add_explicit(&e->contended, quick.acquired,
+				                          memory_order_relaxed);
+			atomic_fetch_add_explicit(&e->wait_total, quick.ns, memory_order_relaxed);
+			max_store(&e->wait_max, quick.ns_max);
+		}
+	}
+	quick.n = quick.acquired = 0;
+	quick.ns = quick.ns_max = 0;
+}
+
+static void quick_flush(void)
+{
+	if (quick.busy)
+		return; /* a signal handler's: the interrupted code goes on with the sums */
+	quick_busy(1);
+	quick_add();
+	quick_busy(0);
+}
+
+static void quick_note(const struct weft__watch_op *op, int acquired, int64_t ns)
+{
+	if (quick.busy) { /* a signal handler's wait, inside the thread's own bookkeeping */
+		prof_wait(op->lock, op->kind, op->site, ns, acquired);
+		return;
+	}
+	quick_busy(1);
+	uint32_t gen = atomic_load_explicit(&quick_gen, memory_order_relaxed);
+	if (quick.gen != gen || quick.site != (uintptr_t)op->site ||
+	    quick.lock != (uintptr_t)op->lock) {
+		quick_add();
+		quick.gen = gen;
+		quick.site = (uintptr_t)op->site;
+		quick.lock = (uintptr_t)op->lock;
+		quick.kind = (uint32_t)op->kind;
+	}
+	if (weft__unlikely(!key_armed)) {
+		key_armed = 1;
+		pthread_setspecific(rec_key, (void *)1); /* no allocation: an early key */
+	}
+	quick.acquired += acquired != 0;
+	quick.ns += ns;
+	if (ns > quick.ns_max)
+		quick.ns_max = ns;
+	if (++quick.n >= QUICK_BATCH)
+		quick_add();
+	quick_busy(0);
 }
 
 void weft__watch_hold_acquired(const void *lock, void *site)
@@ -716,8 +941,8 @@ static __attribute__((noinline)) void emit_self(weft_watch_event ev, weft_watch_
 }
 
 struct wctx {
-	struct rec *r, *s; /* private and shared records (NULL: not recorded) */
-	uint64_t seq;
+	struct rec *r, *s;  /* private and shared records (NULL: not recorded) */
+	uint64_t seq, sseq; /* the wait's number in each (each record numbers its own waits) */
 	int stacked;
 	void *site;
 	const char *lname;
@@ -733,16 +958,29 @@ struct wfields {
 	const void *aux;
 };
 
+/* Step 1 of the wait protocol: the record does not wait (wseq = 0, stored seq_cst by the end
+ * of its last wait, or at claim); the release fence orders that store before the fields' (the
+ * snapshot's argument b). */
 static void rec_fields(struct rec *r, const struct wfields *f)
 {
-	atomic_store(&r->lock, (uintptr_t)f->lock);
-	atomic_store(&r->kind, f->kind);
-	atomic_store(&r->site, (uintptr_t)f->site);
-	atomic_store(&r->start, f->start);
-	atomic_store(&r->deadline, f->deadline);
-	atomic_store(&r->aux, (uintptr_t)f->aux);
-	atomic_store(&r->owner, f->owner);
-	atomic_store(&r->owner_ns, f->owner_ns);
+	FENCE_REL();
+	atomic_store_explicit(&r->lock, (uintptr_t)f->lock, FIELD_ST);
+	atomic_store_explicit(&r->kind, f->kind, FIELD_ST);
+	atomic_store_explicit(&r->site, (uintptr_t)f->site, FIELD_ST);
+	atomic_store_explicit(&r->start, f->start, FIELD_ST);
+	atomic_store_explicit(&r->deadline, f->deadline, FIELD_ST);
+	atomic_store_explicit(&r->aux, (uintptr_t)f->aux, FIELD_ST);
+	atomic_store_explicit(&r->owner, f->owner, FIELD_ST);
+	atomic_store_explicit(&r->owner_ns, f->owner_ns, memory_order_release);
+}
+
+/* Step 3: a new owner, read at `seen`. */
+static void rec_owner(struct rec *r, pid_t owner, int64_t seen)
+{
+	/* release: the lock read that gave `owner` is ordered before this store (see the head
+	 * comment's argument c; a plain mov on x86) */
+	atomic_store_explicit(&r->owner, owner, memory_order_release);
+	atomic_store_explicit(&r->owner_ns, seen, memory_order_release);
 }
 
 /* Records the wait; the caller has raised `nest` (and is the only recording on this thread). */
@@ -756,21 +994,26 @@ static void begin_wait(struct wctx *w, const struct wfields *f, int pshared)
 	atomic_store_explicit(&r->nextseq, seq, memory_order_relaxed);
 	w->r = r;
 	w->seq = seq;
-	rec_set_lname(r, w->lname);
 	rec_fields(r, f);
+	rec_set_lname(r, w->lname);
 	void (*hook)(void) = __atomic_load_n(&weft__watch_test_hook, __ATOMIC_RELAXED);
 	if (weft__unlikely(hook != NULL))
 		hook();
-	atomic_store(&r->wseq, seq);
+	atomic_store_explicit(&r->wseq, seq, memory_order_release); /* step 2 */
 	if (pshared && atomic_load_explicit(&shm, memory_order_relaxed)) {
 		atomic_fetch_add(&shm_users, 1);
 		struct rec *s = my_shared_record();
 		if (s && atomic_load_explicit(&s->wseq, memory_order_relaxed) == 0) {
+			/* the shared record's own numbers: it passes from thread to thread (and
+			 * process to process), and its wait numbers must never repeat */
+			uint64_t sseq = atomic_load_explicit(&s->nextseq, memory_order_relaxed) + 1;
+			atomic_store_explicit(&s->nextseq, sseq, memory_order_relaxed);
 			w->s = s;
+			w->sseq = sseq;
 			shm_waiting = 1;
-			rec_set_lname(s, w->lname);
 			rec_fields(s, f);
-			atomic_store(&s->wseq, seq);
+			rec_set_lname(s, w->lname);
+			atomic_store_explicit(&s->wseq, sseq, memory_order_release);
 		} else {
 			atomic_fetch_sub(&shm_users, 1);
 		}
@@ -779,12 +1022,13 @@ static void begin_wait(struct wctx *w, const struct wfields *f, int pshared)
 
 static void store_stack(struct rec *r, uint64_t seq, void *const *frames, int n, int from_site)
 {
-	atomic_store(&r->stack_seq, 0);
+	atomic_store_explicit(&r->stack_seq, 0, FIELD_ST);
+	FENCE_REL();
 	for (int i = 0; i < n; i++)
-		atomic_store_explicit(&r->stack[i], (uintptr_t)frames[i], memory_order_relaxed);
-	atomic_store(&r->nstack, n);
-	atomic_store(&r->stack_site, (uint32_t)from_site);
-	atomic_store(&r->stack_seq, seq);
+		atomic_store_explicit(&r->stack[i], (uintptr_t)frames[i], FIELD_ST);
+	atomic_store_explicit(&r->nstack, n, FIELD_ST);
+	atomic_store_explicit(&r->stack_site, (uint32_t)from_site, FIELD_ST);
+	atomic_store_explicit(&r->stack_seq, seq, memory_order_release);
 }
 
 /* Captures the stack into the records; returns the frame count (frames filled). */
@@ -795,12 +1039,13 @@ static __attribute__((noinline)) int capture(struct wctx *w, void **frames, int6
 	int n = weft__watch_stack(frames, WEFT_WATCH_MAX_FRAMES, 2, w->site);
 	store_stack(w->r, w->seq, frames, n, 0);
 	if (w->s)
-		store_stack(w->s, w->seq, frames, n, 0);
+		store_stack(w->s, w->sseq, frames, n, 0);
 	rec_refresh_name(w->r, w->s, now, 0);
 	w->stacked = 1;
 	return n;
 }
 
+/* Step 4, seq_cst: see "Memory orders" in the head comment. */
 static void end_wait(struct wctx *w)
 {
 	if (w->r)
@@ -842,17 +1087,43 @@ int weft__watch_wait(const struct weft__watch_op *op, int64_t deadline)
 	int e = errno;
 	if (weft__unlikely(atomic_load_explicit(&need_restart, memory_order_relaxed)))
 		restart_dog();
+	int r;
+	/* step 0 */
+	int64_t quick_ns = 0; /* the quick slice's length, when it ran out */
+	if (is_on()) {
+		/* at least QUICK_NS from the precise now, which is at most coarse_res ahead */
+		int64_t q = coarse_now();
+		int64_t end = q + __atomic_load_n(&coarse_res, __ATOMIC_RELAXED) + QUICK_NS;
+		if (deadline >= 0 && deadline < end)
+			end = deadline;
+		void (*hook)(void *) =
+		        __atomic_load_n(&weft__watch_test_quick_hook, __ATOMIC_RELAXED);
+		if (weft__unlikely(hook != NULL))
+			hook(op->lock);
+		r = op->timed(op->lock, end);
+		quick_ns = coarse_now() - q;
+		/* a self-wait (the caller owns the lock) goes on to the recorded wait below, which
+		 * reports it: an error-checking relock (EDEADLK, which the call there returns
+		 * again: this one changed nothing), or a relock timed out at its deadline */
+		int self_end = r == ETIMEDOUT && end == deadline && op->owner &&
+		               op->owner(op->lock) == weft__watch_tid();
+		if (r != EDEADLK && !self_end && (r != ETIMEDOUT || end == deadline)) {
+			quick_note(op, r == 0 || r == EOWNERDEAD, quick_ns);
+			errno = e;
+			return r;
+		}
+	}
+	/* precise, read inside the lock call: the owner-edge proof's start */
+	int64_t start = weft__watch_now(), now = start;
 	struct wctx w = {.site = op->site, .lname = op->name};
-	int64_t start = weft__watch_now();
 	int tried = 0, was_on = 0, nested;
 	pid_t self = 0;
-	int r;
 	nest_up();
 	nested = nest > 1;
 	for (;;) {
 		if (!tried && is_on()) {
 			tried = was_on = 1;
-			int64_t seen = weft__watch_now();
+			/* the owner is read after the clock (now): owner_ns = now */
 			pid_t owner = op->owner ? op->owner(op->lock) : 0;
 			if (owner != 0 && owner == weft__watch_tid())
 				self = owner;
@@ -861,12 +1132,11 @@ int weft__watch_wait(const struct weft__watch_op *op, int64_t deadline)
 			                    .site = op->site,
 			                    .start = start,
 			                    .deadline = deadline,
-			                    .owner_ns = seen,
+			                    .owner_ns = now,
 			                    .owner = owner};
 			if (!nested)
 				begin_wait(&w, &f, op->pshared);
 		}
-		int64_t now = weft__watch_now();
 		int64_t end =
 		        now + (w.r ? __atomic_load_n(&slice_ns, __ATOMIC_RELAXED) : OFF_SLICE);
 		if (deadline >= 0 && deadline < end)
@@ -879,19 +1149,16 @@ int weft__watch_wait(const struct weft__watch_op *op, int64_t deadline)
 		}
 		if (r != ETIMEDOUT || end == deadline)
 			break;
+		/* one clock read per slice: the refreshed owner's time, and the next slice's base
+		 */
+		now = weft__watch_now();
 		if (w.r) {
 			if (op->owner) {
-				/* the time first, then the owner; stored owner first, then the
-				 * time: a reader that loads owner_ns then owner never pairs an old
-				 * owner with a newer time */
-				int64_t seen = weft__watch_now();
+				/* the time first, then the owner (step 3) */
 				pid_t o = op->owner(op->lock);
-				atomic_store(&w.r->owner, o);
-				atomic_store(&w.r->owner_ns, seen);
-				if (w.s) {
-					atomic_store(&w.s->owner, o);
-					atomic_store(&w.s->owner_ns, seen);
-				}
+				rec_owner(w.r, o, now);
+				if (w.s)
+					rec_owner(w.s, o, now);
 			}
 			if (!w.stacked) {
 				void *frames[WEFT_WATCH_MAX_FRAMES];
@@ -902,7 +1169,7 @@ int weft__watch_wait(const struct weft__watch_op *op, int64_t deadline)
 	end_wait(&w);
 	nest_down();
 	if (was_on)
-		prof_wait(op->lock, op->kind, op->site, weft__watch_now() - start,
+		prof_wait(op->lock, op->kind, op->site, weft__watch_now() - start + quick_ns,
 		          r == 0 || r == EOWNERDEAD);
 	errno = e;
 	return r;
@@ -1107,6 +1374,8 @@ static void text_thread(weft__buf *b, weft_symbolizer *s, const weft_watch_repor
 		weft__buf_printf(b, " %p", t->waits_for);
 		if (t->cond_mutex)
 			weft__buf_printf(b, " with mutex %p", t->cond_mutex);
+		if (t->cond_mutex && r->event == WEFT_WATCH_DEADLOCK)
+			weft__buf_puts(b, ", signalled, retaking the mutex,");
 		if (t->owner_tid)
 			weft__buf_printf(b, " owned by thread %d", (int)t->owner_tid);
 		if (t->waited_ns > 0) {
@@ -1180,8 +1449,8 @@ static int report_text(const weft_watch_report *r, weft_symbolizer *s, char **re
 		        &b,
 		        "  its owner, thread %d, is in a condition wait on %p with mutex "
 		        "%p: if it was woken, it may be blocked retaking that mutex inside "
-		        "the wait, which the monitor cannot see (a deadlock if thread %d "
-		        "holds it)\n",
+		        "the wait (a deadlock if thread %d holds it, reported as one when "
+		        "the watchdog sees the re-lock; it cannot in another process)\n",
 		        (int)r->threads[1].tid, r->threads[1].waits_for, r->threads[1].cond_mutex,
 		        (int)r->threads[0].tid);
 	if (r->event == WEFT_WATCH_INVERSION) {
@@ -1505,25 +1774,27 @@ static void drain(void)
 /* A consistent snapshot of a waiting record into n; 0 if it does not wait (or changed). */
 static int snap(struct rec *r, struct node *n)
 {
-	uint64_t s1 = atomic_load(&r->wseq);
+	uint64_t s1 = atomic_load_explicit(&r->wseq, memory_order_acquire);
 	if (!s1)
 		return 0;
-	n->tid = atomic_load(&r->tid);
-	n->lock = atomic_load(&r->lock);
-	n->kind = atomic_load(&r->kind);
-	/* owner_ns before owner: see the wait protocol */
-	n->owner_ns = atomic_load(&r->owner_ns);
-	n->owner = atomic_load(&r->owner);
-	n->start = atomic_load(&r->start);
-	n->deadline = atomic_load(&r->deadline);
-	n->aux = atomic_load(&r->aux);
-	n->site = atomic_load(&r->site);
-	if (atomic_load(&r->wseq) != s1)
+	n->tid = atomic_load_explicit(&r->tid, FIELD_LD); /* set at claim */
+	n->lock = atomic_load_explicit(&r->lock, FIELD_LD);
+	n->kind = atomic_load_explicit(&r->kind, FIELD_LD);
+	/* owner_ns before owner: see the snapshot's argument c */
+	n->owner_ns = atomic_load_explicit(&r->owner_ns, memory_order_acquire);
+	n->owner = atomic_load_explicit(&r->owner, FIELD_LD);
+	n->start = atomic_load_explicit(&r->start, FIELD_LD);
+	n->deadline = atomic_load_explicit(&r->deadline, FIELD_LD);
+	n->aux = atomic_load_explicit(&r->aux, FIELD_LD);
+	n->site = atomic_load_explicit(&r->site, FIELD_LD);
+	FENCE_ACQ();
+	if (atomic_load_explicit(&r->wseq, memory_order_relaxed) != s1)
 		return 0;
 	n->wseq = s1;
 	n->rec = r;
 	n->nedge = 0;
 	n->self_hold = 0;
+	n->probe = 0;
 	return 1;
 }
 
@@ -1564,14 +1835,15 @@ static void add_edge(struct node *n, int to)
 /* The stack of a record, if it belongs to wait seq (from_site: the stack is the site's first). */
 static int rec_stack(struct rec *r, uint64_t seq, void **out, int *from_site)
 {
-	if (atomic_load(&r->stack_seq) != seq)
+	if (atomic_load_explicit(&r->stack_seq, memory_order_acquire) != seq)
 		return 0;
-	int n = atomic_load(&r->nstack);
+	int n = atomic_load_explicit(&r->nstack, FIELD_LD);
 	if (n < 0 || n > WEFT_WATCH_MAX_FRAMES)
 		return 0;
 	for (int i = 0; i < n; i++)
-		out[i] = (void *)atomic_load_explicit(&r->stack[i], memory_order_relaxed);
-	*from_site = (int)atomic_load(&r->stack_site);
+		out[i] = (void *)atomic_load_explicit(&r->stack[i], FIELD_LD);
+	*from_site = (int)atomic_load_explicit(&r->stack_site, FIELD_LD);
+	FENCE_ACQ(); /* the frames' loads before the re-check */
 	if (atomic_load(&r->stack_seq) != seq || atomic_load(&r->wseq) != seq)
 		return 0;
 	return n;
@@ -1594,6 +1866,7 @@ static void node_thread(const struct node *n, weft_watch_thread *t, int64_t now)
 	if (n->own) {
 		t->nstack = rec_stack(n->rec, n->wseq, t->stack, &t->stack_from_site);
 		rec_get_lname(n->rec, t->lock_name);
+		FENCE_ACQ();
 		if (atomic_load(&n->rec->wseq) != n->wseq)
 			t->lock_name[0] = '\0'; /* the wait ended: the name may be the next one's */
 	}
@@ -1682,8 +1955,11 @@ static void on_cycle(const int *cyc, int len, int64_t now)
 		node_thread(n, t, now);
 		t->owner_tid = next->tid;
 		if (n->own && prev->own) {
+			/* what prev waits for: a condition waiter in a cycle waits for its mutex */
 			t->nholds = 1;
-			t->holds[0] = (const void *)prev->lock;
+			t->holds[0] =
+			        (const void *)(prev->kind == WEFT_WATCH_LOCK_COND ? prev->aux
+			                                                          : prev->lock);
 		}
 	}
 	weft__watch_emit(r);
@@ -1751,17 +2027,79 @@ static void report_long(struct node *n, weft_watch_event ev, int64_t now)
 	drain();
 }
 
+/* Frees the shared records of threads that are gone (head comment, "Thread records"). */
 static void reclaim_dead(struct rec *tab, int n, pid_t me)
 {
+	uint64_t mine = atomic_load_explicit(&image, memory_order_relaxed);
 	for (int i = 0; i < n; i++) {
-		int32_t p = atomic_load_explicit(&tab[i].state, memory_order_relaxed);
-		if (p == 0 || p == me)
+		struct rec *r = &tab[i];
+		int32_t p = atomic_load_explicit(&r->state, memory_order_acquire);
+		if (p == 0 || p == -me)
+			continue; /* free, or one of our threads claiming it (an earlier image's:
+			             swept at the first start) */
+		int gone;
+		uint64_t img = atomic_load_explicit(&r->image, memory_order_relaxed);
+		if (p == me)
+			gone = img != mine;
+		else
+			gone = kill(p < 0 ? -p : p, 0) == -1 && errno == ESRCH;
+		int32_t judged = p;
+		if (!gone || !atomic_compare_exchange_strong(&r->state, &p, -me))
 			continue;
-		if (kill(p, 0) == -1 && errno == ESRCH) {
-			atomic_store(&tab[i].wseq, 0);
-			atomic_compare_exchange_strong(&tab[i].state, &p, 0);
+		/* between the kill and the CAS, another reclaimer may have freed the record and a
+		 * new process with the reused pid claimed it: then its stamp is another; give it
+		 * back (a CAS: it may have released the record meanwhile) */
+		if (p > 0 && atomic_load_explicit(&r->image, memory_order_relaxed) != img) {
+			int32_t mine_now = -me;
+			atomic_compare_exchange_strong(&r->state, &mine_now, judged);
+			continue;
 		}
+		atomic_store(&r->wseq, 0);
+		atomic_store_explicit(&r->state, 0, memory_order_release);
 	}
+}
+
+/* The re-lock probe (head comment, "Condition waits"): the owner of the mutex that condition
+ * waiter n is blocked retaking, with *ret_ns the time read before it; 0 if n is not blocked on
+ * its mutex or the owner is unknown. */
+static pid_t relock_owner(const struct node *n, int64_t *ret_ns)
+{
+	char path[64], buf[256];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)n->tid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t k = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (k <= 0)
+		return 0;
+	buf[k] = '\0';
+	/* "NR 0xARG1 0xARG2 ...": a blocked call, NR and its arguments; else "running" or "-1 ..."
+	 */
+	char *p = buf, *e;
+	long nr = strtol(p, &e, 10);
+	if (e == p || nr != SYS_futex)
+		return 0;
+	unsigned long addr = strtoul(e, &p, 16);
+	unsigned long op = strtoul(p, &e, 16);
+	if (e == p || addr != (unsigned long)n->aux)
+		return 0;
+	unsigned long cmd = op & ~(unsigned long)(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
+	if (cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET && cmd != FUTEX_LOCK_PI &&
+	    cmd != 13 /* FUTEX_LOCK_PI2 */)
+		return 0;
+	int64_t t = weft__watch_now();
+	int owner = 0;
+	struct iovec local = {&owner, sizeof(owner)};
+	struct iovec remote = {(void *)(n->aux + offsetof(pthread_mutex_t, __data.__owner)),
+	                       sizeof(owner)};
+	if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != (ssize_t)sizeof(owner))
+		return 0;
+	/* robust mutexes keep markers above any thread id there (inconsistent, not recoverable) */
+	if (owner <= 0 || owner >= (1 << 30) || owner == n->tid)
+		return 0;
+	*ret_ns = t;
+	return owner;
 }
 
 static void scan(int64_t now, unsigned scan_no)
@@ -1806,7 +2144,7 @@ static void scan(int64_t now, unsigned scan_no)
 		for (int i = 0; i < (int)h->slots && nn < nodes_cap; i++) {
 			struct rec *r = &tab[i];
 			pid_t p = atomic_load_explicit(&r->state, memory_order_relaxed);
-			if (p == 0 || p == me)
+			if (p <= 0 || p == me)
 				continue;
 			if (snap(r, &nodes[nn])) {
 				nodes[nn].pid = p;
@@ -1837,10 +2175,32 @@ static void scan(int64_t now, unsigned scan_no)
 		report_long(n, cond ? WEFT_WATCH_COND_WAIT : WEFT_WATCH_LONG_WAIT, now);
 	}
 
-	/* 4. the graph, proven edges only (head comment) */
+	/* 4. condition waiters named as owners: probed for a re-lock (head comment) */
+	int probes = 0;
+	for (int i = 0; i < nn; i++) {
+		int to = nodes[i].owner ? tid_lookup(nodes[i].owner) : -1;
+		if (to >= 0 && to != i && nodes[to].own && nodes[to].kind == WEFT_WATCH_LOCK_COND)
+			nodes[to].probe = 1;
+	}
 	for (int i = 0; i < nn; i++) {
 		struct node *n = &nodes[i];
-		if (n->kind == WEFT_WATCH_LOCK_COND || n->kind == WEFT_WATCH_LOCK_SEM)
+		if (n->kind != WEFT_WATCH_LOCK_COND)
+			continue;
+		int64_t t = 0;
+		pid_t o = 0;
+		if (n->probe && probes < RELOCK_PROBES) {
+			probes++;
+			o = relock_owner(n, &t);
+		}
+		n->owner = o; /* a condition wait's only owner edge is a proven re-lock */
+		n->owner_ns = t;
+	}
+
+	/* 5. the graph, proven edges only (head comment) */
+	for (int i = 0; i < nn; i++) {
+		struct node *n = &nodes[i];
+		if (n->kind == WEFT_WATCH_LOCK_SEM ||
+		    (n->kind == WEFT_WATCH_LOCK_COND && !n->owner))
 			continue;
 		if (n->owner) {
 			int to = tid_lookup(n->owner);
@@ -1867,7 +2227,7 @@ static void scan(int64_t now, unsigned scan_no)
 		}
 	}
 
-	/* 5. cycles (each scan's keys are kept for the stacks' grace) */
+	/* 6. cycles (each scan's keys are kept for the stacks' grace) */
 	ncur = 0;
 	find_cycles(nn, now);
 	memcpy(prev_keys, cur_keys, sizeof(uint64_t) * (size_t)ncur);
@@ -2121,6 +2481,13 @@ int weft_watch_start(const weft_watch_options *o)
 	}
 	weft_backtrace_init();
 	cur_pid();
+	struct timespec res;
+	if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0 && res.tv_sec == 0)
+		__atomic_store_n(&coarse_res, (int64_t)res.tv_nsec, __ATOMIC_RELAXED);
+	/* the image's first start: no thread of this image has claimed a record yet */
+	int first_start = !atomic_load_explicit(&image, memory_order_relaxed);
+	if (first_start)
+		atomic_store_explicit(&image, (uint64_t)weft__watch_now(), memory_order_relaxed);
 	if (!priv) {
 		struct rec *t = map_anon(sizeof(struct rec) * PRIV_RECS);
 		if (!t) {
@@ -2162,6 +2529,20 @@ int weft_watch_start(const weft_watch_options *o)
 		r = map_shared(opts.shm_fd, &h, &hlen);
 		if (r < 0)
 			goto fail_state;
+		/* a record left at -pid (this pid) is an earlier image's claim or reclaim, cut
+		 * short by exec: no thread of this image claims before the registry is published */
+		if (first_start) {
+			struct rec *tab = (struct rec *)(h + 1);
+			pid_t me = cur_pid();
+			for (uint32_t i = 0; i < h->slots; i++) {
+				int32_t st = -me;
+				if (atomic_load_explicit(&tab[i].state, memory_order_relaxed) !=
+				    -me)
+					continue;
+				atomic_store(&tab[i].wseq, 0);
+				atomic_compare_exchange_strong(&tab[i].state, &st, 0);
+			}
+		}
 	}
 	r = alloc_scratch(PRIV_RECS + (h ? (int)h->slots : 0));
 	if (r < 0)
@@ -2181,7 +2562,8 @@ int weft_watch_start(const weft_watch_options *o)
 		if (r < 0)
 			goto fail_sym;
 	}
-	/* reset the profile: a new session */
+	/* reset the profile: a new session (quick sums held back from the last one are dropped) */
+	atomic_fetch_add_explicit(&quick_gen, 1, memory_order_relaxed);
 	for (int i = 0; i < PROF_CAP; i++) {
 		struct prof *p = &prof[i];
 		atomic_store_explicit(&p->site, 0, memory_order_relaxed);
@@ -2249,6 +2631,7 @@ void weft_watch_stop(void)
 		return;
 	}
 	int e = errno;
+	quick_flush();
 	__atomic_store_n(&weft__watch_predict_on, 0, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&weft__watch_on, 0, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&weft__watch_profile_sample, 0, __ATOMIC_RELAXED);
@@ -2306,6 +2689,7 @@ int weft_watch_profile(weft_watch_site *out, int max, weft_watch_sort sort)
 	struct prof *p = __atomic_load_n(&prof, __ATOMIC_ACQUIRE);
 	if (!p || max == 0)
 		return 0;
+	quick_flush(); /* the caller's own */
 	int n = 0;
 	for (int i = 0; i < PROF_CAP; i++) {
 		struct prof *e = &p[i];
@@ -2382,4 +2766,94 @@ int weft_watch_profile_text(int top, char **ret_text)
 	r = weft__buf_finish(&b, ret_text, NULL);
 	errno = e;
 	return r;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Tests: the record protocol under fire (src/internal/watch.h).
+ */
+struct torn {
+	struct rec *r;
+	_Atomic int stop;
+};
+
+/* Every field of wait `seq` is a function of it; the refresh (step 3) gives owner + 1 and
+ * owner_ns + 1. */
+static struct wfields torn_fields(uint64_t seq)
+{
+	return (struct wfields){.lock = (const void *)(uintptr_t)(seq * 3),
+	                        .kind = (uint32_t)(seq * 5),
+	                        .site = (void *)(uintptr_t)(seq * 7),
+	                        .start = (int64_t)(seq * 11),
+	                        .deadline = (int64_t)(seq * 13),
+	                        .aux = (const void *)(uintptr_t)(seq * 17),
+	                        .owner = (pid_t)(seq & 0xffffff) * 2,
+	                        .owner_ns = (int64_t)(seq * 19)};
+}
+
+static void *torn_writer(void *p)
+{
+	struct torn *t = p;
+	for (uint64_t seq = 1; !atomic_load_explicit(&t->stop, memory_order_relaxed); seq++) {
+		struct wfields f = torn_fields(seq);
+		rec_fields(t->r, &f);
+		atomic_store_explicit(&t->r->wseq, seq, memory_order_release);
+		if (seq % 2)
+			rec_owner(t->r, f.owner + 1, f.owner_ns + 1);
+		for (unsigned i = 0; i < (unsigned)(seq % 8); i++) /* published for a moment */
+			weft__cpu_relax();
+		atomic_store(&t->r->wseq, 0);
+	}
+	return NULL;
+}
+
+int weft__watch_test_torn(uint64_t want, int64_t max_ns, uint64_t *ret_torn, uint64_t *ret_seen)
+{
+	if (!want || max_ns <= 0 || !ret_torn || !ret_seen)
+		return -EINVAL;
+	struct torn t = {0};
+	t.r = weft__calloc(1, sizeof(*t.r));
+	if (!t.r)
+		return -ENOMEM;
+	pthread_t th;
+	int r = weft__thread_create(&th, "weft-torn", torn_writer, &t);
+	if (r < 0) {
+		free(t.r);
+		return r;
+	}
+	uint64_t torn = 0, seen = 0;
+	int64_t end = weft__watch_now() + max_ns;
+	for (unsigned k = 0; seen < want; k++) {
+		if (k % 1024 == 0 && weft__watch_now() > end)
+			break;
+		struct node n;
+		if (!snap(t.r, &n))
+			continue;
+		seen++;
+		struct wfields f = torn_fields(n.wseq);
+		int owner_ok = (n.owner == f.owner && n.owner_ns == f.owner_ns) ||
+		               (n.owner == f.owner + 1 && n.owner_ns <= f.owner_ns + 1 &&
+		                n.owner_ns >= f.owner_ns);
+		if (n.lock != (uintptr_t)f.lock || n.kind != f.kind ||
+		    n.site != (uintptr_t)f.site || n.start != f.start || n.deadline != f.deadline ||
+		    n.aux != (uintptr_t)f.aux || !owner_ok)
+			torn++;
+	}
+	atomic_store(&t.stop, 1);
+	pthread_join(th, NULL);
+	free(t.r);
+	*ret_torn = torn;
+	*ret_seen = seen;
+	return 0;
+}
+
+int weft__watch_test_shm_claimed(pid_t pid)
+{
+	struct shm_hdr *h = atomic_load(&shm);
+	if (!h)
+		return -ENOENT;
+	struct rec *tab = (struct rec *)(h + 1);
+	int n = 0;
+	for (uint32_t i = 0; i < h->slots; i++)
+		n += atomic_load(&tab[i].state) == pid;
+	return n;
 }

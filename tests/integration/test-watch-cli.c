@@ -531,21 +531,43 @@ TEST_TIMEOUT(cond_wait_eperm_leaves_no_phantom_lock, 60)
 	expect_nothing("condeperm", true);
 }
 
-TEST_TIMEOUT(cond_relock_deadlock_named_in_long_wait, 60)
+/* The re-lock inside pthread_cond_wait, seen from outside (the sleeper blocked in futex on its
+ * mutex): a deadlock with both threads; main's wait is also long (200 ms), and that report names
+ * the owner's condition wait. */
+TEST_TIMEOUT(cond_relock_deadlock_found, 60)
 {
 	struct run r = WATCH("--long-wait-ms", "200", "--", prog("condrelock"), "1500");
 	expect_exit(&r, 3);
-	expect_summary(&r, "1 long wait found", "watch-condrelock exited 9");
-	char *line = event_line(r.json, "long-wait");
+	expect_summary(&r, "1 deadlock, 1 long wait found", "watch-condrelock exited 9");
+	ASSERT_EQ(count_events(r.json, "deadlock"), 1);
+	char *line = event_line(r.json, "deadlock");
 	char *t0 = thread_obj(line, 0), *t1 = thread_obj(line, 1);
+	if (strstr(t0, "\"wait_kind\":\"cond\"")) { /* the cycle may start with either */
+		char *t = t0;
+		t0 = t1;
+		t1 = t;
+	}
 	ASSERT_CONTAINS(t0, "\"func\":\"main_takes_l\"");
+	ASSERT_CONTAINS(t0, "\"wait_kind\":\"mutex\"");
 	ASSERT_EQ(int_field(t0, "owner_tid"), int_field(t1, "tid"));
 	ASSERT_CONTAINS(t1, "\"name\":\"sleeper\"");
 	ASSERT_CONTAINS(t1, "\"wait_kind\":\"cond\"");
-	ASSERT_CONTAINS(t1, "\"cond_mutex\":\"0x");
 	ASSERT_CONTAINS(t1, "\"func\":\"sleeper_waits\"");
-	ASSERT_CONTAINS(r.out, "is in a condition wait on");
+	ASSERT_EQ(int_field(t1, "owner_tid"), int_field(t0, "tid"));
+	/* the sleeper's mutex is what main holds */
+	char *cm = strstr(t1, "\"cond_mutex\":\"0x"), *held = strstr(t0, "\"holds\":[\"0x");
+	ASSERT_NOT_NULL(cm);
+	ASSERT_NOT_NULL(held);
+	ASSERT_EQ(strtoull(cm + strlen("\"cond_mutex\":\""), NULL, 16),
+	          strtoull(held + strlen("\"holds\":[\""), NULL, 16));
+	ASSERT_CONTAINS(r.out, "signalled, retaking the mutex");
 	free(t0);
+	free(t1);
+	free(line);
+	line = event_line(r.json, "long-wait");
+	t1 = thread_obj(line, 1);
+	ASSERT_CONTAINS(t1, "\"wait_kind\":\"cond\"");
+	ASSERT_CONTAINS(r.out, "is in a condition wait on");
 	free(t1);
 	free(line);
 	free_run(&r);

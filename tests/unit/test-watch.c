@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/time.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1656,7 +1657,7 @@ TEST(stale_owner_is_not_a_deadlock)
 	signal(SIGUSR1, SIG_DFL);
 }
 
-/* ---- a deadlock through a condition wait's re-lock: named in the long wait ---- */
+/* ---- a deadlock through a condition wait's re-lock: found, and named in the long wait ---- */
 
 struct crl {
 	weft_mutex l, m;
@@ -1679,7 +1680,7 @@ static void *crl_sleeper(void *p)
 	return NULL;
 }
 
-TEST(cond_relock_owner_named)
+TEST(cond_relock_deadlock_found_and_owner_named)
 {
 	start_monitor(10000000, 100000000, -1);
 	static struct crl x;
@@ -1721,7 +1722,20 @@ TEST(cond_relock_owner_named)
 	ASSERT_OK(weft_watch_report_json(&r, &text));
 	ASSERT_CONTAINS(text, "\"cond_mutex\":\"0x");
 	free(text);
-	ASSERT_EQ(count_reports(WEFT_WATCH_DEADLOCK), 0); /* not provable: not claimed */
+	/* the watchdog saw the sleeper blocked retaking m inside the condition wait: a cycle, which
+	 * ends by itself (both waits have deadlines) */
+	ASSERT_EQ(count_reports(WEFT_WATCH_DEADLOCK), 1);
+	ASSERT_TRUE(wait_report(WEFT_WATCH_DEADLOCK, 0, &r));
+	ASSERT_EQ(r.nthreads, 2);
+	ASSERT_EQ(r.ends, 1);
+	int k = r.threads[0].tid == x.sleeper ? 0 : 1;
+	ASSERT_EQ(r.threads[k].tid, x.sleeper);
+	ASSERT_EQ(r.threads[k].wait_kind, WEFT_WATCH_LOCK_COND);
+	ASSERT_TRUE(r.threads[k].cond_mutex == (const void *)&x.m);
+	ASSERT_EQ(r.threads[k].owner_tid, gettid_());
+	ASSERT_EQ(r.threads[1 - k].tid, gettid_());
+	ASSERT_TRUE(r.threads[1 - k].waits_for == (const void *)&x.l);
+	ASSERT_EQ(r.threads[1 - k].owner_tid, x.sleeper);
 	ASSERT_OK(weft_cond_destroy(&x.c));
 }
 
@@ -1822,4 +1836,400 @@ TEST(signal_handler_wait_does_not_clobber)
 	ASSERT_EQ(r.threads[0].tid, gettid_());
 	ASSERT_TRUE(r.threads[0].waits_for == (const void *)&nest_outer);
 	ASSERT_EQ(count_reports(WEFT_WATCH_LONG_WAIT), 1);
+}
+
+/* ---- the record protocol: a snapshot is one wait's fields or nothing ---- */
+
+TEST(record_snapshots_never_torn)
+{
+	/* four million snapshots, or two seconds (scaled), of a record rewritten all the time */
+	uint64_t torn = 1, seen = 0;
+	ASSERT_OK(weft__watch_test_torn(4000000, (int64_t)(2e9 * th_scale()), &torn, &seen));
+	ASSERT_EQ(torn, 0);
+	ASSERT_GT(seen, 0);
+	ASSERT_ERR(weft__watch_test_torn(0, 1, &torn, &seen), -EINVAL);
+	ASSERT_ERR(weft__watch_test_torn(1, 0, &torn, &seen), -EINVAL);
+	ASSERT_ERR(weft__watch_test_torn(1, 1, NULL, &seen), -EINVAL);
+	ASSERT_ERR(weft__watch_test_torn(1, 1, &torn, NULL), -EINVAL);
+}
+
+/* ---- the quick first slice of a wait, not recorded ---- */
+
+static weft_sem quick_sem;
+static _Atomic int quick_calls, quick_post, quick_recorded;
+
+/* Before a wait's quick slice: posts quick_sem if quick_post says so, which ends the slice at
+ * once. */
+static void quick_hook(void *lock)
+{
+	if (lock != (void *)&quick_sem.s)
+		return;
+	atomic_fetch_add(&quick_calls, 1);
+	if (atomic_load(&quick_post))
+		ASSERT_OK(weft_sem_post(&quick_sem));
+}
+
+static void record_hook(void)
+{
+	atomic_fetch_add(&quick_recorded, 1);
+}
+
+/* The profile's entry for quick_sem: its wait total, -1 if none. */
+static int64_t sem_profile(uint64_t *ret_contended)
+{
+	weft_watch_site s[8];
+	int n = weft_watch_profile(s, 8, WEFT_WATCH_SORT_CONTENDED);
+	for (int i = 0; i < n; i++) {
+		if (s[i].kind == WEFT_WATCH_LOCK_SEM && s[i].lock == (const void *)&quick_sem.s) {
+			*ret_contended = s[i].contended;
+			return s[i].wait_ns_total;
+		}
+	}
+	*ret_contended = 0;
+	return -1;
+}
+
+TEST(quick_wait_is_not_recorded)
+{
+	start_monitor(10000000, -1, -1);
+	ASSERT_OK(weft_sem_init(&quick_sem, 0, 0));
+	atomic_store(&quick_calls, 0);
+	atomic_store(&quick_post, 1);
+	atomic_store(&quick_recorded, 0);
+	__atomic_store_n(&weft__watch_test_hook, record_hook, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&weft__watch_test_quick_hook, quick_hook, __ATOMIC_SEQ_CST);
+	/* busy at the call's own try; posted before the quick slice, which takes it */
+	ASSERT_OK(weft_sem_wait(&quick_sem, -1));
+	ASSERT_EQ(atomic_load(&quick_calls), 1);
+	ASSERT_EQ(atomic_load(&quick_recorded), 0);
+	/* counted as contended (its wait time is read on the coarse clock: often 0) */
+	uint64_t contended = 0;
+	ASSERT_GE(sem_profile(&contended), 0);
+	ASSERT_EQ(contended, 1);
+	/* a wait that outlasts the quick slice is recorded */
+	atomic_store(&quick_post, 0);
+	ASSERT_ERR(weft_sem_wait(&quick_sem, weft_deadline_in(20000000)), -ETIMEDOUT);
+	ASSERT_EQ(atomic_load(&quick_calls), 2);
+	ASSERT_EQ(atomic_load(&quick_recorded), 1);
+	/* a self-wait is recorded: the error-checking relock returns EDEADLK at once, and is
+	 * reported */
+	weft_mutex m = WEFT_MUTEX_INIT;
+	ASSERT_OK(weft_mutex_lock(&m));
+	ASSERT_ERR(weft_mutex_lock(&m), -EDEADLK);
+	ASSERT_EQ(atomic_load(&quick_recorded), 2);
+	ASSERT_OK(weft_mutex_unlock(&m));
+	__atomic_store_n(&weft__watch_test_quick_hook, NULL, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&weft__watch_test_hook, NULL, __ATOMIC_SEQ_CST);
+	weft_watch_stop();
+	ASSERT_EQ(count_reports(WEFT_WATCH_SELF_DEADLOCK), 1);
+	ASSERT_OK(weft_sem_destroy(&quick_sem));
+}
+
+static void *quick_many(void *p)
+{
+	int n = *(int *)p;
+	for (int i = 0; i < n; i++)
+		ASSERT_OK(weft_sem_wait(&quick_sem, -1));
+	return NULL; /* the thread's last quick waits are added to the profile at its exit */
+}
+
+TEST(quick_waits_all_profiled)
+{
+	start_monitor(10000000, -1, -1);
+	ASSERT_OK(weft_sem_init(&quick_sem, 0, 0));
+	atomic_store(&quick_post, 1);
+	__atomic_store_n(&weft__watch_test_quick_hook, quick_hook, __ATOMIC_SEQ_CST);
+	int n = 64 * 3 + 5; /* three batches and a rest */
+	pthread_t t;
+	ASSERT_EQ(pthread_create(&t, NULL, quick_many, &n), 0);
+	join(t);
+	__atomic_store_n(&weft__watch_test_quick_hook, NULL, __ATOMIC_SEQ_CST);
+	uint64_t contended = 0;
+	ASSERT_GE(sem_profile(&contended), 0);
+	ASSERT_EQ(contended, (uint64_t)n);
+	weft_watch_stop();
+	ASSERT_OK(weft_sem_destroy(&quick_sem));
+}
+
+/* Quick waits at quick_sem, each ended in its quick slice by quick_hook. */
+static __attribute__((noinline)) void quick_waits(int n)
+{
+	for (int i = 0; i < n; i++)
+		ASSERT_OK(weft_sem_wait(&quick_sem, -1));
+}
+
+static void quick_start(void)
+{
+	start_monitor(10000000, -1, -1);
+	atomic_store(&quick_post, 1);
+	__atomic_store_n(&weft__watch_test_quick_hook, quick_hook, __ATOMIC_SEQ_CST);
+}
+
+static void quick_end(void)
+{
+	__atomic_store_n(&weft__watch_test_quick_hook, NULL, __ATOMIC_SEQ_CST);
+	weft_watch_stop();
+}
+
+/* A fork child's profile has the child's quick waits only: the parent's held-back sums stay
+ * the parent's. */
+TEST(quick_sums_fork_child_own)
+{
+	ASSERT_OK(weft_sem_init(&quick_sem, 0, 0));
+	quick_start();
+	quick_waits(5); /* held back (fewer than a batch) */
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		uint64_t c = 0;
+		if (WEFT__TSAN) /* a wait would restart the watchdog: TSan kills a child of a
+		                   multi-threaded fork that starts a thread */
+			_exit(0);
+		quick_waits(1);
+		sem_profile(&c);
+		_exit(c == 1 ? 0 : 10 + (int)WEFT__MIN(c, 50));
+	}
+	int st;
+	ASSERT_EQ(waitpid(pid, &st, 0), pid);
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_EQ(WEXITSTATUS(st), 0);
+	uint64_t c = 0;
+	sem_profile(&c);
+	ASSERT_EQ(c, 5);
+	quick_end();
+	ASSERT_OK(weft_sem_destroy(&quick_sem));
+}
+
+static weft_sem quick_go1, quick_go2;
+static void *quick_session_thread(void *p)
+{
+	(void)p;
+	quick_waits(5); /* held back by this thread across the stop and start */
+	ASSERT_OK(weft_sem_post(&quick_go1));
+	ASSERT_OK(weft_sem_wait(&quick_go2, -1));
+	quick_waits(1);
+	return NULL; /* its sums go to the profile at exit */
+}
+
+/* A new session's profile has none of the waits an earlier session's threads held back. */
+TEST(quick_sums_stay_in_their_session)
+{
+	ASSERT_OK(weft_sem_init(&quick_sem, 0, 0));
+	ASSERT_OK(weft_sem_init(&quick_go1, 0, 0));
+	ASSERT_OK(weft_sem_init(&quick_go2, 0, 0));
+	quick_start();
+	pthread_t t;
+	ASSERT_EQ(pthread_create(&t, NULL, quick_session_thread, NULL), 0);
+	ASSERT_OK(weft_sem_wait(&quick_go1, -1));
+	weft_watch_stop();
+	quick_start();
+	ASSERT_OK(weft_sem_post(&quick_go2));
+	join(t);
+	uint64_t c = 0;
+	sem_profile(&c);
+	ASSERT_EQ(c, 1);
+	quick_end();
+	ASSERT_OK(weft_sem_destroy(&quick_sem));
+	ASSERT_OK(weft_sem_destroy(&quick_go1));
+	ASSERT_OK(weft_sem_destroy(&quick_go2));
+}
+
+/* Quick waits in a thread-specific-data destructor that runs after the monitor's own. */
+static pthread_key_t quick_late_key;
+static void quick_late_dtor(void *v)
+{
+	(void)v;
+	quick_waits(2);
+}
+
+static void *quick_dtor_thread(void *p)
+{
+	(void)p;
+	quick_waits(1); /* sets the monitor's key */
+	ASSERT_EQ(pthread_setspecific(quick_late_key, (void *)1), 0);
+	return NULL;
+}
+
+TEST(quick_sums_from_late_destructors_kept)
+{
+	ASSERT_OK(weft_sem_init(&quick_sem, 0, 0));
+	quick_start(); /* the monitor's key exists before quick_late_key: its destructor first */
+	ASSERT_EQ(pthread_key_create(&quick_late_key, quick_late_dtor), 0);
+	pthread_t t;
+	ASSERT_EQ(pthread_create(&t, NULL, quick_dtor_thread, NULL), 0);
+	join(t);
+	uint64_t c = 0;
+	sem_profile(&c);
+	ASSERT_EQ(c, 3);
+	quick_end();
+	ASSERT_EQ(pthread_key_delete(quick_late_key), 0);
+	ASSERT_OK(weft_sem_destroy(&quick_sem));
+}
+
+/* A signal handler that makes quick waits of its own, at another site, interrupting the
+ * thread's quick waits at random points: every wait is counted, each at its own lock. */
+static weft_sem quick_sig_sem;
+static _Atomic long quick_sig_waits;
+static void quick_sig_handler(int sig)
+{
+	(void)sig;
+	if (weft_sem_wait(&quick_sig_sem, -1) == 0) /* contended, ended by the hook */
+		atomic_fetch_add(&quick_sig_waits, 1);
+}
+
+static void quick_sig_hook(void *lock)
+{
+	if (lock == (void *)&quick_sig_sem.s)
+		weft_sem_post(&quick_sig_sem);
+	else
+		quick_hook(lock);
+}
+
+/* The profile's contended count at weft_sem s. */
+static uint64_t sem_contended(weft_sem *s)
+{
+	weft_watch_site sites[8];
+	int n = weft_watch_profile(sites, 8, WEFT_WATCH_SORT_CONTENDED);
+	uint64_t c = 0;
+	for (int i = 0; i < n; i++)
+		if (sites[i].lock == (const void *)&s->s)
+			c += sites[i].contended;
+	return c;
+}
+
+TEST(quick_sums_signal_safe)
+{
+	ASSERT_OK(weft_sem_init(&quick_sem, 0, 0));
+	ASSERT_OK(weft_sem_init(&quick_sig_sem, 0, 0));
+	quick_start();
+	__atomic_store_n(&weft__watch_test_quick_hook, quick_sig_hook, __ATOMIC_SEQ_CST);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = quick_sig_handler;
+	sa.sa_flags = SA_RESTART;
+	ASSERT_EQ(sigaction(SIGALRM, &sa, NULL), 0);
+	atomic_store(&quick_sig_waits, 0);
+	struct itimerval it = {{0, 50}, {0, 50}};
+	ASSERT_EQ(setitimer(ITIMER_REAL, &it, NULL), 0);
+	int n = 1000000;
+	quick_waits(n);
+	struct itimerval off;
+	memset(&off, 0, sizeof(off));
+	ASSERT_EQ(setitimer(ITIMER_REAL, &off, NULL), 0);
+	signal(SIGALRM, SIG_IGN); /* discards one still pending (valgrind delivers late) */
+	signal(SIGALRM, SIG_DFL);
+	ASSERT_GT(atomic_load(&quick_sig_waits), 0);
+	ASSERT_EQ(sem_contended(&quick_sem), (uint64_t)n);
+	ASSERT_EQ(sem_contended(&quick_sig_sem), (uint64_t)atomic_load(&quick_sig_waits));
+	quick_end();
+	ASSERT_OK(weft_sem_destroy(&quick_sem));
+	ASSERT_OK(weft_sem_destroy(&quick_sig_sem));
+}
+
+/* ---- exec: the shared records of the old image's threads are reclaimed ---- */
+
+#define EXEC_ENV "WEFT_TEST_WATCH_EXEC_SHM"
+
+/* The image exec_reclaims_old_image_records' child execs (same pid, before main): the monitor
+ * on the same registry must free the record the old image's waiting thread left there. Exits 0
+ * when it went, 1 when it is still claimed after 3 s (scaled), 2 when the monitor cannot start. */
+__attribute__((constructor)) static void exec_new_image(void)
+{
+	const char *v = getenv(EXEC_ENV);
+	if (!v)
+		return;
+	weft_watch_options o = {.scan_ns = 2000000, .shm_fd = atoi(v)};
+	if (weft_watch_start(&o) != 0)
+		_exit(2);
+	int64_t end = weft_deadline_in((int64_t)(3e9 * th_scale()));
+	int n;
+	while ((n = weft__watch_test_shm_claimed(getpid())) > 0 && weft_now() < end)
+		usleep(2000);
+	weft_watch_stop();
+	_exit(n == 0 ? 0 : 1);
+}
+
+static void *exec_waiter(void *p)
+{
+	weft_mutex_timedlock(p, weft_deadline_in(60000000000)); /* ended by the exec */
+	return NULL;
+}
+
+TEST(exec_reclaims_old_image_records)
+{
+	int fd = -1;
+	ASSERT_OK(weft_watch_shm_create(16, &fd));
+	pid_t c = fork();
+	ASSERT_TRUE(c >= 0);
+	if (c == 0) {
+		weft_watch_options o = {.scan_ns = 2000000, .shm_fd = fd};
+		static weft_mutex m;
+		if (weft_watch_start(&o) != 0 ||
+		    weft_mutex_init(&m, &(weft_mutex_options){.pshared = 1}) != 0)
+			_exit(10);
+		weft_mutex_lock(&m);
+		pthread_t t;
+		if (pthread_create(&t, NULL, exec_waiter, &m) != 0)
+			_exit(11);
+		/* its wait outlasts the quick slice: recorded, in the registry too */
+		int64_t end = weft_deadline_in((int64_t)(3e9 * th_scale()));
+		while (weft__watch_test_shm_claimed(getpid()) < 1)
+			if (weft_now() > end)
+				_exit(12);
+			else
+				usleep(1000);
+		char env[16];
+		snprintf(env, sizeof(env), "%d", fd);
+		setenv(EXEC_ENV, env, 1);
+		/* by its path in the build (under valgrind /proc/self/exe is valgrind's) */
+		char self[4096];
+		snprintf(self, sizeof(self), "%s/tests/test-watch", th_env_path("WEFT_BUILD_ROOT"));
+		execl(self, "test-watch", (char *)NULL);
+		_exit(13);
+	}
+	int st = 0;
+	ASSERT_EQ(waitpid(c, &st, 0), c);
+	close(fd);
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_EQ(WEXITSTATUS(st), 0);
+}
+
+/* ---- a self-wait that times out within the quick slice is still reported ---- */
+
+/* pthread_mutex_timedlock on CLOCK_REALTIME (end converted), which TSan intercepts (it does not
+ * intercept pthread_mutex_clocklock) */
+static int normal_timed(void *lock, int64_t end)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t left = end - weft_now();
+	int64_t at = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec + (left > 0 ? left : 0);
+	struct timespec ts = {(time_t)(at / 1000000000), (long)(at % 1000000000)};
+	return pthread_mutex_timedlock(lock, &ts);
+}
+
+static pid_t normal_owner(const void *lock)
+{
+	return ((const pthread_mutex_t *)lock)->__data.__owner;
+}
+
+TEST(self_wait_short_deadline_reported)
+{
+	start_monitor(10000000, -1, -1);
+	pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER; /* a normal mutex: a relock just waits */
+	ASSERT_EQ(pthread_mutex_lock(&m), 0);
+	struct weft__watch_op op = {.lock = &m,
+	                            .kind = WEFT_WATCH_LOCK_MUTEX,
+	                            .site = (void *)normal_timed,
+	                            .timed = normal_timed,
+	                            .owner = normal_owner};
+	/* 50 us: shorter than the first, unrecorded slice (at least 100 us) */
+	ASSERT_EQ(weft__watch_wait(&op, weft_deadline_in(50000)), ETIMEDOUT);
+	ASSERT_EQ(pthread_mutex_unlock(&m), 0);
+	weft_watch_stop();
+	weft_watch_report r;
+	ASSERT_TRUE(wait_report(WEFT_WATCH_SELF_DEADLOCK, 0, &r));
+	ASSERT_EQ(r.ends, 1);
+	ASSERT_TRUE(r.threads[0].waits_for == (const void *)&m);
+	ASSERT_EQ(r.threads[0].owner_tid, gettid_());
 }

@@ -1,8 +1,9 @@
 /* condrelock: a deadlock through a condition wait's re-lock. "sleeper" holds L and waits on C
  * with M; main takes M, signals C, then takes L: the sleeper, woken, retakes M inside
- * pthread_cond_wait, held by main. Neither can go on (the guard ends the program). The monitor
- * cannot see the re-lock (condition waits are not sliced): answer: a long wait of main whose
- * owner, the sleeper, is in a condition wait on C with mutex M, both named in the report. */
+ * pthread_cond_wait, held by main. Neither can go on (the guard ends the program). No wrapper
+ * sees the re-lock (it happens inside glibc); the watchdog finds it from outside (the sleeper is
+ * blocked in futex on M, owned by main): answer: a deadlock of main (waiting for L, owned by the
+ * sleeper) and the sleeper (in a condition wait on C, retaking M, owned by main). */
 #include "prog.h"
 
 static pthread_mutex_t lock_m = PTHREAD_MUTEX_INITIALIZER;
