@@ -18,11 +18,15 @@
 #   2 contended  two threads on one mutex, the same columns, total time per pair.
 #   3 memcached  Debian's memcached (-t 2, 127.0.0.1, a free port, started and stopped here)
 #                driven by memaslap (1 thread, 16 connections) for S seconds (default 10) per run,
-#                3 runs each: ops/s native, under `weft watch`, under `weft watch --predict`.
-#   4 ka         the known-answer programs: tests/watch's (the integration tests' own: six that
-#                deadlock, a lost condition signal, a semaphore never posted, a robust mutex's
-#                dead owner, an inversion that does not deadlock, and five clean ones; not
-#                `semantics`, which checks results, not reports) and the bench's samecls (the
+#                5 runs each, interleaved: ops/s native, under `weft watch`, under `weft watch
+#                --predict`, and the server's CPU time per operation over the load (the
+#                monitor's cost shows there when the machine's noise hides it in the ops/s);
+#                ratios: the median over runs of each run's ratio to native's run.
+#   4 ka         the known-answer programs: tests/watch's (the integration tests' own: seven that
+#                deadlock, one of them through a condition wait's re-lock, a lost condition
+#                signal, a semaphore never posted, a robust mutex's dead owner, an inversion
+#                that does not deadlock, and five clean ones; not `semantics`, which checks
+#                results, not reports) and the bench's samecls (the
 #                bank transfer: an inversion of two locks of one class), under weft watch
 #                (always-on and --predict; --on-deadlock exit --cond-wait-ms 500
 #                --long-wait-ms 500), TSan (halt_on_error=1) and Helgrind: found / missed / false
@@ -85,7 +89,7 @@ if [ "$quick" = 1 ]; then
 	[ "$mc_secs" = 10 ] && mc_secs=3
 	[ "$limit" = 10 ] && limit=5
 else
-	rounds=5 n_single=10000000 n_cont=2000000 n_tsan=1000000 n_hg=100000 hg_runs=3 mc_runs=3
+	rounds=5 n_single=10000000 n_cont=2000000 n_tsan=1000000 n_hg=100000 hg_runs=3 mc_runs=5
 fi
 
 out=$build/bench/watch
@@ -469,6 +473,15 @@ free_port() { # a TCP port nobody listens on at 127.0.0.1
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# cpu_ticks PID: the process's user + system CPU time so far, in clock ticks (/proc/PID/stat
+# fields 14 and 15, counted after the command name, which may hold spaces)
+cpu_ticks() {
+	local st
+	st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	st=${st##*) }
+	awk '{ print $12 + $13 }' <<<"$st"
+}
+
 # Stop a process group: TERM to the server itself (its pid file), then the group; KILL after 5 s.
 stop_group() { # pgid [pidfile]
 	local g=$1 pf=${2:-} i
@@ -528,12 +541,17 @@ if has_part memcached; then
 				stop_group "$g" "$pf"
 				continue
 			fi
+			# the server's CPU time over the load: the monitor's cost shows there even when
+			# the machine's noise hides it in the throughput
+			spid=$(cat "$pf" 2>/dev/null)
+			c0=$(cpu_ticks "$spid") || c0=""
 			# in the background, so that a signal to this script is handled at once
 			timeout $((mc_secs + 30)) "$slap" -s "127.0.0.1:$port" -T 1 -c 16 -t "${mc_secs}s" \
 				>"$log/memaslap-$m-$r.log" 2>&1 &
 			load_pid=$!
 			wait $load_pid
 			load_pid=""
+			c1=$(cpu_ticks "$spid") || c1=""
 			res=$(cat "$log/memaslap-$m-$r.log")
 			tps=$(echo "$res" | sed -n 's/.*TPS: *\([0-9][0-9]*\).*/\1/p' | tail -1)
 			alive=1
@@ -546,16 +564,22 @@ if has_part memcached; then
 				mc_na[$m]="run $((r + 1)): ${died}memaslap: $(echo "$res" | tail -1 | cut -c1-60)"
 				continue
 			fi
-			echo "name=memcached col=$m run=$r ops_per_s=$tps reports=${nrep:-0}" >>"$mcraw"
+			cpu=""
+			if [ -n "$c0" ] && [ -n "$c1" ]; then
+				cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$(getconf CLK_TCK)" -v t="$tps" \
+					-v s="$mc_secs" 'BEGIN { printf "%.3f", (b - a) / hz * 1e6 / (t * s) }')
+			fi
+			echo "name=memcached col=$m run=$r ops_per_s=$tps cpu_us_per_op=${cpu:-na}" \
+				"reports=${nrep:-0}" >>"$mcraw"
 		done
 	done
 	echo
 	echo "3. memcached 1.6 (-t 2) on 127.0.0.1 under memaslap (1 thread, 16 connections," \
 		"${mc_secs} s a run): ops/s, median [min-max] over $mc_runs runs"
-	printf '%-26s %-30s %6s  %s\n' "column" "ops/s" "ratio" "reports"
-	nat=$(awk '/col=native /{ sub(/.*ops_per_s=/, ""); sub(/ .*/, ""); print }' "$mcraw" |
-		sort -n | awk '{ v[++n] = $1 }
-		END { if (n) print (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2) }')
+	echo "   and the server's CPU time per operation (user + system, /proc/PID/stat, over the load):"
+	echo "   median [min-max], and the median over runs of each run's ratio to native's run"
+	printf '%-26s %-26s %6s  %-22s %6s  %s\n' "column" "ops/s" "ratio" "CPU us/op" "ratio" \
+		"reports"
 	for m in $mc_rows; do
 		case $m in
 		native) l="native" ;;
@@ -566,23 +590,45 @@ if has_part memcached; then
 			printf '%-26s %s\n' "$l" "n/a (${mc_na[$m]})"
 			continue
 		fi
-		grep " col=$m " "$mcraw" | awk -v nat="${nat:-0}" -v l="$l" '
+		awk -v col="$m" -v l="$l" '
+		function med(a, n,    i, j, t) {
+			for (i = 1; i <= n; i++)
+				for (j = i + 1; j <= n; j++)
+					if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+			return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+		}
 		{
+			c = ""; r = ""; o = ""; u = ""; rp = 0
 			for (i = 1; i <= NF; i++) {
 				split($i, kv, "=")
-				if (kv[1] == "ops_per_s") v[++n] = kv[2] + 0
-				if (kv[1] == "reports") rep += kv[2]
+				if (kv[1] == "col") c = kv[2]
+				if (kv[1] == "run") r = kv[2]
+				if (kv[1] == "ops_per_s") o = kv[2] + 0
+				if (kv[1] == "cpu_us_per_op") u = kv[2]
+				if (kv[1] == "reports") rp = kv[2] + 0
 			}
+			ops[c, r] = o
+			if (u != "na") cpu[c, r] = u + 0
+			if (c == col) { runs[++n] = r; rep += rp }
 		}
 		END {
 			if (n == 0) { printf "%-26s n/a (no run)\n", l; exit }
-			for (i = 1; i <= n; i++)
-				for (j = i + 1; j <= n; j++)
-					if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-			m = n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-			printf "%-26s %-30s %6s  %d\n", l, sprintf("%d [%d-%d]", m, v[1], v[n]),
-				(nat > 0 ? sprintf("%.2f", m / nat) : "-"), rep
-		}'
+			for (k = 1; k <= n; k++) {
+				r = runs[k]
+				v[k] = ops[col, r]
+				if ((col, r) in cpu) w[++nw] = cpu[col, r]
+				if (("native", r) in ops && ops["native", r] > 0)
+					ro[++nro] = ops[col, r] / ops["native", r]
+				if ((col, r) in cpu && ("native", r) in cpu && cpu["native", r] > 0)
+					rc[++nrc] = cpu[col, r] / cpu["native", r]
+			}
+			mo = med(v, n)
+			s1 = sprintf("%d [%d-%d]", mo, v[1], v[n])
+			s2 = nro ? sprintf("%.3f", med(ro, nro)) : "-"
+			s3 = nw ? sprintf("%.2f [%.2f-%.2f]", med(w, nw), w[1], w[nw]) : "n/a"
+			s4 = nrc ? sprintf("%.3f", med(rc, nrc)) : "-"
+			printf "%-26s %-26s %6s  %-22s %6s  %d\n", l, s1, s2, s3, s4, rep
+		}' "$mcraw"
 	done
 fi
 
