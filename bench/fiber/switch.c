@@ -4,17 +4,21 @@
  * round trip is two switches, and a figure is the time of N round trips divided by 2N, in ns
  * per switch. Runs are timed on CLOCK_MONOTONIC after an untimed warm-up of N / 10 round trips;
  * a figure is the median of 7 runs, with their min and max:
- *   name=switch-weft      impl=weft     weft__ctx_switch (ends in `ret` on x86-64, in br on
- *                                       aarch64)
+ *   name=switch-weft      impl=weft     weft__ctx_switch_inline, the switch weft's scheduler
+ *                                       uses: on x86-64 written inline, no call, no return,
+ *                                       resumes by an indirect jump (on aarch64 a call of
+ *                                       weft__ctx_switch, ending in br)
+ *   name=switch-weft-call impl=weft     weft__ctx_switch, the out-of-line twin (x86-64: `ret`)
  *   name=switch-weft-fpu  impl=weft     weft__ctx_switch_fpu (also the FPU control words)
- *   name=switch-ret       impl=ret      the same code ending in `ret` (written below)
- *   name=switch-jmp       impl=jmp      the same code ending in an indirect jump (x86-64: pop;
+ *   name=switch-ret       impl=ret      a called switch ending in `ret` (written below)
+ *   name=switch-jmp       impl=jmp      a called switch ending in an indirect jump (x86-64: pop;
  *                                       jmp, written below; aarch64: br, weft__ctx_switch)
- *   name=switch-*-1site                 the same, but both contexts switch through one call
- *                                       site (a noinline hop function), as weft's scheduler
- *                                       does (every switch is made in switch_ctx): there `ret`
- *                                       is predicted and keeps the return stack balanced, while
- *                                       in the two-site loop above it mispredicts every time
+ *   name=switch-*-1site                 the called ones, both contexts switching through one call
+ *                                       site (a noinline hop function). `ret` mispredicts in the
+ *                                       two-site loop (the return stack guesses the leaving
+ *                                       caller); `pop; jmp` is predicted there but leaves the
+ *                                       call's entry on the return stack, so the hop's own
+ *                                       return then mispredicts: both pay here
  *   name=switch-weft-fpu-mixed          weft__ctx_switch_fpu when the two contexts' MXCSR differ
  *                                       in their status flags only (one of them has done inexact
  *                                       SSE arithmetic, the other not: the usual state in a
@@ -140,6 +144,9 @@ static __attribute__((noinline)) void hop(switch_fn fn, void **save, void *to)
 static void co_entry(void *arg, void *data)
 {
 	switch_fn fn = cur;
+	if (!fn)
+		for (;;)
+			weft__ctx_switch_inline(&co_sp, main_sp, NULL);
 	if (one_site)
 		for (;;)
 			hop(fn, &co_sp, main_sp);
@@ -156,7 +163,10 @@ static int64_t now_ns(void)
 
 static __attribute__((noinline)) void round_trips(switch_fn fn, long n)
 {
-	if (one_site)
+	if (!fn)
+		for (long i = 0; i < n; i++)
+			weft__ctx_switch_inline(&main_sp, co_sp, NULL);
+	else if (one_site)
 		for (long i = 0; i < n; i++)
 			hop(fn, &main_sp, co_sp);
 	else
@@ -212,12 +222,12 @@ static const struct {
 	switch_fn fn;
 	bool mixed, one_site;
 } figures[] = {
-        {"switch-weft", "weft", weft__ctx_switch, false, false},
+        {"switch-weft", "weft", NULL, false, false},
+        {"switch-weft-call", "weft", weft__ctx_switch, false, false},
         {"switch-weft-fpu", "weft", weft__ctx_switch_fpu, false, false},
         {"switch-ret", "ret", bench_switch_ret, false, false},
         {"switch-jmp", "jmp", bench_switch_jmp, false, false},
         {"switch-weft-fpu-mixed", "weft", weft__ctx_switch_fpu, true, false},
-        {"switch-weft-1site", "weft", weft__ctx_switch, false, true},
         {"switch-ret-1site", "ret", bench_switch_ret, false, true},
         {"switch-jmp-1site", "jmp", bench_switch_jmp, false, true},
 };

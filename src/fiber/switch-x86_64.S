@@ -6,14 +6,13 @@
  *
  * void *weft__ctx_switch(void **save_sp  rdi, void *new_sp  rsi, void *arg  rdx)
  *
- * Both variants end in `ret`, chosen by measurement in the scheduler, where it matters: on this
- * machine (bench-fiber-weft, medians of 5, A/B twice) yield costs 20 ns with `ret` against 39 ns
- * with `pop; jmp`, an unbuffered channel hand-off 83 against 100 ns, spawn + run + complete 340
- * against 315 ns. In the scheduler every switch is made at one call site (switch_ctx in
- * src/fiber/sched.c), so the address a `ret` here returns to is the one the return-stack
- * predictor pushed for that very call. A bare two-context ping-pong that switches from two
- * different call sites is the opposite case: there `ret` mispredicts on every switch (11.5 ns
- * against 2.2 ns); bench/fiber/switch.c measures both endings, in both patterns.
+ * The scheduler does not call weft__ctx_switch: it uses weft__ctx_switch_inline (in
+ * src/internal/switch.h), the same switch written into its caller, which neither calls nor
+ * returns and so keeps the return-stack predictor in step (see that header for the measurements).
+ * These out-of-line variants serve the tests, the FPU-saving option and any caller that needs a
+ * function pointer. They end in `ret`, which is predicted when both contexts called the switch
+ * from the same place; `pop; jmp` would leave the call's entry on the return stack and put every
+ * later return of the resumed context one frame off.
  */
 	.text
 

@@ -19,9 +19,17 @@
  * weft__ctx_switch (the _fpu variant would load garbage control words: SIGFPE). A scheduler
  * picks one variant for all its switches. A frame saved by the _fpu variant may be resumed by
  * either.
- * x86-64 resumes with `ret`, aarch64 with `br x30`: see each file's head comment for why (on
- * x86-64, measured in the scheduler: `ret` halves the cost of a yield there, while a bare
- * two-call-site ping-pong favours an indirect jump). aarch64 built with
+ * How a switch ends decides what the branch predictors make of it. A called switch that ends in
+ * `ret` mispredicts whenever the context it resumes called it from another place than the one it
+ * leaves (the return-stack predictor guesses the leaving caller); ending it in `pop; jmp` instead
+ * is predicted, but leaves the call's entry on the return stack, so every return the resumed
+ * context makes afterwards is guessed one frame off (measured on x86-64: a scheduler yield 47 ns
+ * against 11 ns with `ret`). weft__ctx_switch_inline, the switch the scheduler uses, avoids both
+ * on x86-64: it is written inline in its caller, makes no call and no return, resumes by an
+ * indirect jump to the resume label of the switch that saved the frame, and so leaves the return
+ * stack as it found it (2 ns in a two-context ping-pong where the called `ret` switch costs 10).
+ * The out-of-line variants keep `ret` on x86-64 and `br x30` on aarch64 (see each file's head
+ * comment); on aarch64 weft__ctx_switch_inline is weft__ctx_switch. aarch64 built with
  * -mbranch-protection=bti|standard resumes with `ret`, since a BR must land on a BTI instruction
  * (Debian 12's gcc does not enable branch protection by default).
  *
@@ -45,6 +53,75 @@ void *weft__ctx_switch_fpu(void **save_sp, void *new_sp, void *arg);
 void *weft__ctx_make(void *stack_top, weft__ctx_entry entry, void *data);
 
 #define WEFT__CTX_FRAME_MAX 256
+
+/* weft__ctx_switch_inline(save_sp, new_sp, arg): weft__ctx_switch written into its caller (see
+ * the head comment for why). It leaves and reads the same frame as weft__ctx_switch, so either
+ * may resume a frame the other saved; the frame's resume word is the address of the label after
+ * the jump, and the frame sits 128 bytes lower than a call's would, below the caller's red zone
+ * (the x86-64 ABI lets a function keep data there without moving the stack pointer). Everything
+ * the ABI lets a call clobber is declared clobbered (rcx, r8-r11, the flags, xmm0-15, the x87
+ * stack, and memory); the callee-saved registers are pushed and popped by the asm itself. A
+ * build that lets the compiler use other registers (AVX-512's zmm16-31 and k0-k7, APX) clobbers
+ * them as well. With control-flow enforcement (-fcf-protection=branch) the label is a landing
+ * pad (endbr64). */
+#if defined(__x86_64__)
+#if defined(__CET__) && (__CET__ & 1)
+#define WEFT__CTX_LANDING "endbr64\n\t"
+#else
+#define WEFT__CTX_LANDING ""
+#endif
+#if defined(__AVX512F__)
+#define WEFT__CTX_CLOBBER_AVX512                                                                   \
+	, "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24",         \
+	        "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31", "k0", "k1", "k2",   \
+	        "k3", "k4", "k5", "k6", "k7"
+#else
+#define WEFT__CTX_CLOBBER_AVX512
+#endif
+static inline __attribute__((always_inline)) void *weft__ctx_switch_inline(void **save_sp,
+                                                                           void *new_sp, void *arg)
+{
+	register void **rdi __asm__("rdi") = save_sp;
+	register void *rsi __asm__("rsi") = new_sp;
+	register void *rdx __asm__("rdx") = arg;
+	void *ret;
+	__asm__ volatile("leaq\t-128(%%rsp), %%rsp\n\t"
+	                 "leaq\t1f(%%rip), %%rax\n\t"
+	                 "pushq\t%%rax\n\t"
+	                 "pushq\t%%rbp\n\t"
+	                 "pushq\t%%rbx\n\t"
+	                 "pushq\t%%r12\n\t"
+	                 "pushq\t%%r13\n\t"
+	                 "pushq\t%%r14\n\t"
+	                 "pushq\t%%r15\n\t"
+	                 "subq\t$8, %%rsp\n\t" /* the FPU slot, unused here */
+	                 "movq\t%%rsp, (%%rdi)\n\t"
+	                 "movq\t%%rsi, %%rsp\n\t"
+	                 "addq\t$8, %%rsp\n\t"
+	                 "popq\t%%r15\n\t"
+	                 "popq\t%%r14\n\t"
+	                 "popq\t%%r13\n\t"
+	                 "popq\t%%r12\n\t"
+	                 "popq\t%%rbx\n\t"
+	                 "popq\t%%rbp\n\t"
+	                 "movq\t%%rdx, %%rax\n\t"
+	                 "popq\t%%rcx\n\t"
+	                 "jmpq\t*%%rcx\n"
+	                 "1:\t" WEFT__CTX_LANDING "leaq\t128(%%rsp), %%rsp"
+	                 : "=a"(ret), "+r"(rdi), "+r"(rsi), "+r"(rdx)
+	                 :
+	                 : "rcx", "r8", "r9", "r10", "r11", "cc", "memory", "xmm0", "xmm1", "xmm2",
+	                   "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
+	                   "xmm12", "xmm13", "xmm14", "xmm15", "st", "st(1)", "st(2)", "st(3)",
+	                   "st(4)", "st(5)", "st(6)", "st(7)" WEFT__CTX_CLOBBER_AVX512);
+	return ret;
+}
+#else
+static inline void *weft__ctx_switch_inline(void **save_sp, void *new_sp, void *arg)
+{
+	return weft__ctx_switch(save_sp, new_sp, arg);
+}
+#endif
 
 /* The size of the frame a switch leaves on a suspended stack, and the indexes (in 8-byte words
  * from the saved stack pointer) of its saved frame pointer and resume address. */

@@ -7,8 +7,9 @@
  * entry, whatever the alignment of the stack top; weft__ctx_make writing only its frame; the top
  * of a suspended frame holding the frame pointer and the resume address (what dumps walk); a ring
  * of contexts switching among themselves (with each variant); deep recursion on a fiber stack with
- * a switch at the bottom; unwinding stopping at the trampoline; and an entry that returns trapping
- * there.
+ * a switch at the bottom; unwinding stopping at the trampoline; an entry that returns trapping
+ * there; and the inline switch (weft__ctx_switch_inline) in all of these, resuming frames the
+ * out-of-line one saved and leaving a leaf function's red zone intact.
  *
  * Stacks are mmap'd with a guard page below them (an overflow faults instead of corrupting the
  * heap), registered with valgrind, and unpoisoned for ASan before they are unmapped (a context
@@ -42,6 +43,13 @@
 void weft__ctx_trampoline(void);
 
 typedef void *(*switch_fn)(void **save_sp, void *new_sp, void *arg);
+
+/* weft__ctx_switch_inline behind a function pointer, for the tests that take one (the probe
+ * calls it from assembly; live_across and the round trips below also use it inline). */
+static __attribute__((noinline)) void *inline_switch(void **save_sp, void *new_sp, void *arg)
+{
+	return weft__ctx_switch_inline(save_sp, new_sp, arg);
+}
 
 /* ---- stacks ---------------------------------------------------------------------------------- */
 
@@ -109,6 +117,34 @@ TEST(switch_round_trip_passes_values)
 	}
 	ASSERT_EQ(n, total);
 	free(stack);
+}
+
+/* The context switches with the inline switch, main with the out-of-line one and then inline:
+ * each resumes frames the other saved. */
+static void inline_counter_entry(void *arg, void *data)
+{
+	long *n = data;
+	long v = (long)arg;
+	for (;;) {
+		*n += v;
+		v = (long)weft__ctx_switch_inline(&co_sp, main_sp, (void *)(*n));
+	}
+}
+
+TEST(switch_inline_round_trip_passes_values_and_mixes_with_the_call)
+{
+	tstack s = stack_new(64 * 1024);
+	long n = 0;
+	co_sp = weft__ctx_make(s.hi, inline_counter_entry, &n);
+	long total = 0;
+	for (long i = 1; i <= 2000; i++) {
+		total += i;
+		long got = i <= 1000 ? (long)weft__ctx_switch(&main_sp, co_sp, (void *)i)
+		                     : (long)weft__ctx_switch_inline(&main_sp, co_sp, (void *)i);
+		ASSERT_EQ(got, total);
+	}
+	ASSERT_EQ(n, total);
+	stack_free(&s);
 }
 
 static void fpu_counter_entry(void *arg, void *data)
@@ -320,6 +356,11 @@ TEST(switch_fpu_keeps_callee_saved_registers)
 	probe_rounds(weft__ctx_switch_fpu);
 }
 
+TEST(switch_inline_keeps_callee_saved_registers)
+{
+	probe_rounds(inline_switch);
+}
+
 /* ---- callee-saved registers, from C: many values live across the switch at -O2 -------------- */
 
 static volatile long live_src[24];
@@ -330,7 +371,9 @@ static __attribute__((noinline)) long live_across(switch_fn fn, void **save, voi
 	for (int i = 0; i < 24; i++)
 		a[i] = (unsigned long)live_src[i] * (unsigned long)(k + i) + (unsigned long)i;
 	/* every a[i] is needed after the call: registers or spills, all must survive */
-	unsigned long sum = (unsigned long)fn(save, to, (void *)k);
+	unsigned long sum = fn == inline_switch
+	                            ? (unsigned long)weft__ctx_switch_inline(save, to, (void *)k)
+	                            : (unsigned long)fn(save, to, (void *)k);
 	for (int i = 0; i < 24; i++)
 		sum = sum * 31 + a[i] * (unsigned long)(i + 1);
 	return (long)sum;
@@ -385,6 +428,56 @@ TEST(switch_keeps_live_values_in_c)
 TEST(switch_fpu_keeps_live_values_in_c)
 {
 	live_rounds(weft__ctx_switch_fpu);
+}
+
+/* the inline switch written into live_across: its clobber list is what keeps a[] intact */
+TEST(switch_inline_keeps_live_values_in_c)
+{
+	live_rounds(inline_switch);
+}
+
+/* ---- the inline switch and the red zone ----------------------------------------------------
+ * red_zone_leaf calls nothing (the inline switch is no call), so the compiler may keep its locals
+ * below the stack pointer, in the red zone; the switch must push its frame below them. */
+
+static __attribute__((noinline)) long red_zone_leaf(void **save, void *to, long k)
+{
+	volatile long v[12];
+	for (int i = 0; i < 12; i++)
+		v[i] = k * 100 + i;
+	weft__ctx_switch_inline(save, to, NULL);
+	long sum = 0;
+	for (int i = 0; i < 12; i++)
+		sum += v[i] * (i + 1);
+	return sum;
+}
+
+static long red_zone_want(long k)
+{
+	long sum = 0;
+	for (int i = 0; i < 12; i++)
+		sum += (k * 100 + i) * (i + 1);
+	return sum;
+}
+
+static long red_zone_bad;
+
+static void red_zone_entry(void *arg, void *data)
+{
+	for (long k = 1000;; k++)
+		if (red_zone_leaf(&co_sp, main_sp, k) != red_zone_want(k))
+			red_zone_bad++;
+}
+
+TEST(switch_inline_keeps_the_red_zone)
+{
+	tstack s = stack_new(64 * 1024);
+	red_zone_bad = 0;
+	co_sp = weft__ctx_make(s.hi, red_zone_entry, NULL);
+	for (long k = 1; k <= 100; k++)
+		ASSERT_EQ(red_zone_leaf(&main_sp, co_sp, k), red_zone_want(k));
+	ASSERT_EQ(red_zone_bad, 0);
+	stack_free(&s);
 }
 
 /* ---- FPU control words ----------------------------------------------------------------------
@@ -693,6 +786,11 @@ static void ring_rounds(switch_fn fn)
 TEST(switch_ring_of_contexts)
 {
 	ring_rounds(weft__ctx_switch);
+}
+
+TEST(switch_inline_ring_of_contexts)
+{
+	ring_rounds(inline_switch);
 }
 
 TEST(switch_fpu_ring_of_contexts_each_with_its_rounding_mode)
