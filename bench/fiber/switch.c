@@ -9,7 +9,9 @@
  *                                       resumes by an indirect jump (on aarch64 a call of
  *                                       weft__ctx_switch, ending in br)
  *   name=switch-weft-call impl=weft     weft__ctx_switch, the out-of-line twin (x86-64: `ret`)
- *   name=switch-weft-fpu  impl=weft     weft__ctx_switch_fpu (also the FPU control words)
+ *   name=switch-weft-fpu  impl=weft     weft__ctx_switch_fpu_inline (also the FPU control words;
+ *                                       the scheduler's with WEFT_SCHED_SAVE_FPU)
+ *   name=switch-weft-fpu-call           weft__ctx_switch_fpu, its out-of-line twin
  *   name=switch-ret       impl=ret      a called switch ending in `ret` (written below)
  *   name=switch-jmp       impl=jmp      a called switch ending in an indirect jump (x86-64: pop;
  *                                       jmp, written below; aarch64: br, weft__ctx_switch)
@@ -19,11 +21,12 @@
  *                                       caller); `pop; jmp` is predicted there but leaves the
  *                                       call's entry on the return stack, so the hop's own
  *                                       return then mispredicts: both pay here
- *   name=switch-weft-fpu-mixed          weft__ctx_switch_fpu when the two contexts' MXCSR differ
- *                                       in their status flags only (one of them has done inexact
- *                                       SSE arithmetic, the other not: the usual state in a
- *                                       program that computes in floating point). In the other
- *                                       figures both contexts hold the same MXCSR.
+ *   name=switch-weft-fpu-mixed          weft__ctx_switch_fpu_inline when the two contexts'
+ *                                       MXCSR differ in their status flags only (one of them
+ *                                       has done inexact SSE arithmetic, the other not: the
+ *                                       usual state in a program that computes in floating
+ *                                       point). In the other figures both contexts hold the
+ *                                       same MXCSR.
  * Each line: name=... impl=... ns_per_op=MEDIAN min=MIN max=MAX runs=7 n=N.
  * bench/fiber/boost-context.cpp measures Boost.Context's jump_fcontext the same way, and
  * bench/fiber/run.sh prints them side by side, with the ratios and callgrind's instruction counts.
@@ -52,6 +55,16 @@
 #include "internal/switch.h"
 
 typedef void *(*switch_fn)(void **save_sp, void *new_sp, void *arg);
+
+/* Stand-ins in the figure table for the inline switches, which have no address. */
+static void *inline_plain(void **save_sp, void *new_sp, void *arg)
+{
+	return weft__ctx_switch_inline(save_sp, new_sp, arg);
+}
+static void *inline_fpu(void **save_sp, void *new_sp, void *arg)
+{
+	return weft__ctx_switch_fpu_inline(save_sp, new_sp, arg);
+}
 
 /* bench_switch_ret: weft__ctx_switch with `ret` in place of its indirect jump, reading and
  * writing the same frame (so weft__ctx_make's frames and trampoline serve it too). */
@@ -144,9 +157,12 @@ static __attribute__((noinline)) void hop(switch_fn fn, void **save, void *to)
 static void co_entry(void *arg, void *data)
 {
 	switch_fn fn = cur;
-	if (!fn)
+	if (fn == inline_plain)
 		for (;;)
 			weft__ctx_switch_inline(&co_sp, main_sp, NULL);
+	if (fn == inline_fpu)
+		for (;;)
+			weft__ctx_switch_fpu_inline(&co_sp, main_sp, NULL);
 	if (one_site)
 		for (;;)
 			hop(fn, &co_sp, main_sp);
@@ -163,9 +179,12 @@ static int64_t now_ns(void)
 
 static __attribute__((noinline)) void round_trips(switch_fn fn, long n)
 {
-	if (!fn)
+	if (fn == inline_plain)
 		for (long i = 0; i < n; i++)
 			weft__ctx_switch_inline(&main_sp, co_sp, NULL);
+	else if (fn == inline_fpu)
+		for (long i = 0; i < n; i++)
+			weft__ctx_switch_fpu_inline(&main_sp, co_sp, NULL);
 	else if (one_site)
 		for (long i = 0; i < n; i++)
 			hop(fn, &main_sp, co_sp);
@@ -222,12 +241,13 @@ static const struct {
 	switch_fn fn;
 	bool mixed, one_site;
 } figures[] = {
-        {"switch-weft", "weft", NULL, false, false},
+        {"switch-weft", "weft", inline_plain, false, false},
         {"switch-weft-call", "weft", weft__ctx_switch, false, false},
-        {"switch-weft-fpu", "weft", weft__ctx_switch_fpu, false, false},
+        {"switch-weft-fpu", "weft", inline_fpu, false, false},
+        {"switch-weft-fpu-call", "weft", weft__ctx_switch_fpu, false, false},
         {"switch-ret", "ret", bench_switch_ret, false, false},
         {"switch-jmp", "jmp", bench_switch_jmp, false, false},
-        {"switch-weft-fpu-mixed", "weft", weft__ctx_switch_fpu, true, false},
+        {"switch-weft-fpu-mixed", "weft", inline_fpu, true, false},
         {"switch-ret-1site", "ret", bench_switch_ret, false, true},
         {"switch-jmp-1site", "jmp", bench_switch_jmp, false, true},
 };

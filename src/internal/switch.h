@@ -61,9 +61,8 @@ void *weft__ctx_make(void *stack_top, weft__ctx_entry entry, void *data);
  * (the x86-64 ABI lets a function keep data there without moving the stack pointer). Everything
  * the ABI lets a call clobber is declared clobbered (rcx, r8-r11, the flags, xmm0-15, the x87
  * stack, and memory); the callee-saved registers are pushed and popped by the asm itself. A
- * build that lets the compiler use other registers (AVX-512's zmm16-31 and k0-k7, APX) clobbers
- * them as well. With control-flow enforcement (-fcf-protection=branch) the label is a landing
- * pad (endbr64). */
+ * build that lets the compiler use AVX-512's zmm16-31 and k0-k7 clobbers them as well. With
+ * control-flow enforcement (-fcf-protection=branch) the label is a landing pad (endbr64). */
 #if defined(__x86_64__)
 #if defined(__CET__) && (__CET__ & 1)
 #define WEFT__CTX_LANDING "endbr64\n\t"
@@ -78,6 +77,37 @@ void *weft__ctx_make(void *stack_top, weft__ctx_entry entry, void *data);
 #else
 #define WEFT__CTX_CLOBBER_AVX512
 #endif
+/* The two inline switches' common parts: below the red zone, the frame (resume label 1 on top,
+ * then rbp, rbx, r12-r15 and the FPU slot); and from the new frame's registers to the jump. */
+#define WEFT__CTX_PUSH                                                                             \
+	"leaq\t-128(%%rsp), %%rsp\n\t"                                                             \
+	"leaq\t1f(%%rip), %%rax\n\t"                                                               \
+	"pushq\t%%rax\n\t"                                                                         \
+	"pushq\t%%rbp\n\t"                                                                         \
+	"pushq\t%%rbx\n\t"                                                                         \
+	"pushq\t%%r12\n\t"                                                                         \
+	"pushq\t%%r13\n\t"                                                                         \
+	"pushq\t%%r14\n\t"                                                                         \
+	"pushq\t%%r15\n\t"                                                                         \
+	"subq\t$8, %%rsp\n\t"
+#define WEFT__CTX_POP                                                                              \
+	"addq\t$8, %%rsp\n\t"                                                                      \
+	"popq\t%%r15\n\t"                                                                          \
+	"popq\t%%r14\n\t"                                                                          \
+	"popq\t%%r13\n\t"                                                                          \
+	"popq\t%%r12\n\t"                                                                          \
+	"popq\t%%rbx\n\t"                                                                          \
+	"popq\t%%rbp\n\t"                                                                          \
+	"movq\t%%rdx, %%rax\n\t"                                                                   \
+	"popq\t%%rcx\n\t"                                                                          \
+	"jmpq\t*%%rcx\n"                                                                           \
+	"1:\t" WEFT__CTX_LANDING "leaq\t128(%%rsp), %%rsp"
+#define WEFT__CTX_CLOBBERS                                                                         \
+	"rcx", "r8", "r9", "r10", "r11", "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4",   \
+	        "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13",        \
+	        "xmm14", "xmm15", "st", "st(1)", "st(2)", "st(3)", "st(4)", "st(5)", "st(6)",      \
+	        "st(7)" WEFT__CTX_CLOBBER_AVX512
+
 static inline __attribute__((always_inline)) void *weft__ctx_switch_inline(void **save_sp,
                                                                            void *new_sp, void *arg)
 {
@@ -85,41 +115,58 @@ static inline __attribute__((always_inline)) void *weft__ctx_switch_inline(void 
 	register void *rsi __asm__("rsi") = new_sp;
 	register void *rdx __asm__("rdx") = arg;
 	void *ret;
-	__asm__ volatile("leaq\t-128(%%rsp), %%rsp\n\t"
-	                 "leaq\t1f(%%rip), %%rax\n\t"
-	                 "pushq\t%%rax\n\t"
-	                 "pushq\t%%rbp\n\t"
-	                 "pushq\t%%rbx\n\t"
-	                 "pushq\t%%r12\n\t"
-	                 "pushq\t%%r13\n\t"
-	                 "pushq\t%%r14\n\t"
-	                 "pushq\t%%r15\n\t"
-	                 "subq\t$8, %%rsp\n\t" /* the FPU slot, unused here */
-	                 "movq\t%%rsp, (%%rdi)\n\t"
-	                 "movq\t%%rsi, %%rsp\n\t"
-	                 "addq\t$8, %%rsp\n\t"
-	                 "popq\t%%r15\n\t"
-	                 "popq\t%%r14\n\t"
-	                 "popq\t%%r13\n\t"
-	                 "popq\t%%r12\n\t"
-	                 "popq\t%%rbx\n\t"
-	                 "popq\t%%rbp\n\t"
-	                 "movq\t%%rdx, %%rax\n\t"
-	                 "popq\t%%rcx\n\t"
-	                 "jmpq\t*%%rcx\n"
-	                 "1:\t" WEFT__CTX_LANDING "leaq\t128(%%rsp), %%rsp"
+	__asm__ volatile(WEFT__CTX_PUSH "movq\t%%rsp, (%%rdi)\n\t"
+	                                "movq\t%%rsi, %%rsp\n\t" WEFT__CTX_POP
 	                 : "=a"(ret), "+r"(rdi), "+r"(rsi), "+r"(rdx)
 	                 :
-	                 : "rcx", "r8", "r9", "r10", "r11", "cc", "memory", "xmm0", "xmm1", "xmm2",
-	                   "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
-	                   "xmm12", "xmm13", "xmm14", "xmm15", "st", "st(1)", "st(2)", "st(3)",
-	                   "st(4)", "st(5)", "st(6)", "st(7)" WEFT__CTX_CLOBBER_AVX512);
+	                 : WEFT__CTX_CLOBBERS);
+	return ret;
+}
+
+/* weft__ctx_switch_fpu written inline: the same, and the FPU control words as
+ * weft__ctx_switch_fpu keeps them (src/fiber/switch-x86_64.S: saved always, loaded only when
+ * the control bits differ, the status flags in force kept). */
+static inline __attribute__((always_inline)) void *
+weft__ctx_switch_fpu_inline(void **save_sp, void *new_sp, void *arg)
+{
+	register void **rdi __asm__("rdi") = save_sp;
+	register void *rsi __asm__("rsi") = new_sp;
+	register void *rdx __asm__("rdx") = arg;
+	void *ret;
+	__asm__ volatile(WEFT__CTX_PUSH "stmxcsr\t(%%rsp)\n\t"
+	                                "fnstcw\t4(%%rsp)\n\t"
+	                                "movq\t%%rsp, (%%rdi)\n\t"
+	                                "movl\t(%%rsp), %%r8d\n\t"
+	                                "movzwl\t4(%%rsp), %%r9d\n\t"
+	                                "movq\t%%rsi, %%rsp\n\t"
+	                                "movl\t(%%rsp), %%ecx\n\t"
+	                                "xorl\t%%r8d, %%ecx\n\t"
+	                                "testl\t$0xffc0, %%ecx\n\t"
+	                                "jz\t3f\n\t"
+	                                "movl\t(%%rsp), %%ecx\n\t"
+	                                "andl\t$0xffc0, %%ecx\n\t"
+	                                "andl\t$0x3f, %%r8d\n\t"
+	                                "orl\t%%r8d, %%ecx\n\t"
+	                                "movl\t%%ecx, (%%rsp)\n\t"
+	                                "ldmxcsr\t(%%rsp)\n"
+	                                "3:\tcmpw\t4(%%rsp), %%r9w\n\t"
+	                                "je\t4f\n\t"
+	                                "fldcw\t4(%%rsp)\n"
+	                                "4:\t" WEFT__CTX_POP
+	                 : "=a"(ret), "+r"(rdi), "+r"(rsi), "+r"(rdx)
+	                 :
+	                 : WEFT__CTX_CLOBBERS);
 	return ret;
 }
 #else
 static inline void *weft__ctx_switch_inline(void **save_sp, void *new_sp, void *arg)
 {
 	return weft__ctx_switch(save_sp, new_sp, arg);
+}
+
+static inline void *weft__ctx_switch_fpu_inline(void **save_sp, void *new_sp, void *arg)
+{
+	return weft__ctx_switch_fpu(save_sp, new_sp, arg);
 }
 #endif
 

@@ -51,6 +51,17 @@ static __attribute__((noinline)) void *inline_switch(void **save_sp, void *new_s
 	return weft__ctx_switch_inline(save_sp, new_sp, arg);
 }
 
+static __attribute__((noinline)) void *inline_fpu_switch(void **save_sp, void *new_sp, void *arg)
+{
+	return weft__ctx_switch_fpu_inline(save_sp, new_sp, arg);
+}
+
+/* The variants that keep the FPU control words. */
+static bool is_fpu(switch_fn fn)
+{
+	return fn == weft__ctx_switch_fpu || fn == inline_fpu_switch;
+}
+
 /* ---- stacks ---------------------------------------------------------------------------------- */
 
 typedef struct tstack {
@@ -361,6 +372,11 @@ TEST(switch_inline_keeps_callee_saved_registers)
 	probe_rounds(inline_switch);
 }
 
+TEST(switch_fpu_inline_keeps_callee_saved_registers)
+{
+	probe_rounds(inline_fpu_switch);
+}
+
 /* ---- callee-saved registers, from C: many values live across the switch at -O2 -------------- */
 
 static volatile long live_src[24];
@@ -371,9 +387,13 @@ static __attribute__((noinline)) long live_across(switch_fn fn, void **save, voi
 	for (int i = 0; i < 24; i++)
 		a[i] = (unsigned long)live_src[i] * (unsigned long)(k + i) + (unsigned long)i;
 	/* every a[i] is needed after the call: registers or spills, all must survive */
-	unsigned long sum = fn == inline_switch
-	                            ? (unsigned long)weft__ctx_switch_inline(save, to, (void *)k)
-	                            : (unsigned long)fn(save, to, (void *)k);
+	unsigned long sum;
+	if (fn == inline_switch)
+		sum = (unsigned long)weft__ctx_switch_inline(save, to, (void *)k);
+	else if (fn == inline_fpu_switch)
+		sum = (unsigned long)weft__ctx_switch_fpu_inline(save, to, (void *)k);
+	else
+		sum = (unsigned long)fn(save, to, (void *)k);
 	for (int i = 0; i < 24; i++)
 		sum = sum * 31 + a[i] * (unsigned long)(i + 1);
 	return (long)sum;
@@ -434,6 +454,11 @@ TEST(switch_fpu_keeps_live_values_in_c)
 TEST(switch_inline_keeps_live_values_in_c)
 {
 	live_rounds(inline_switch);
+}
+
+TEST(switch_fpu_inline_keeps_live_values_in_c)
+{
+	live_rounds(inline_fpu_switch);
 }
 
 /* ---- the inline switch and the red zone ----------------------------------------------------
@@ -553,24 +578,34 @@ static void fpu_entry(void *arg, void *data)
 		fn(&co_sp, main_sp, NULL);
 }
 
-TEST(switch_fpu_restores_each_contexts_rounding_mode)
+static void fpu_restores(switch_fn fn)
 {
 	rounding_references();
 	tstack s = stack_new(64 * 1024);
 	/* a new context starts with the control words of the thread that made it */
 	ASSERT_EQ(fesetround(FE_TOWARDZERO), 0);
-	co_sp = weft__ctx_make(s.hi, fpu_entry, (void *)weft__ctx_switch_fpu);
+	co_sp = weft__ctx_make(s.hi, fpu_entry, (void *)fn);
 	ASSERT_EQ(fesetround(FE_TONEAREST), 0);
-	weft__ctx_switch_fpu(&main_sp, co_sp, NULL);
+	fn(&main_sp, co_sp, NULL);
 	ASSERT_MODE(fpu_seen[0], FE_TOWARDZERO);
 	/* the context switched to FE_UPWARD; main gets its own FE_TONEAREST back */
 	ASSERT_MODE(fp_mode_now(), FE_TONEAREST);
 	ASSERT_EQ(fesetround(FE_DOWNWARD), 0);
-	weft__ctx_switch_fpu(&main_sp, co_sp, NULL);
+	fn(&main_sp, co_sp, NULL);
 	ASSERT_MODE(fpu_seen[1], FE_UPWARD);
 	ASSERT_MODE(fp_mode_now(), FE_DOWNWARD);
 	ASSERT_EQ(fesetround(FE_TONEAREST), 0);
 	stack_free(&s);
+}
+
+TEST(switch_fpu_restores_each_contexts_rounding_mode)
+{
+	fpu_restores(weft__ctx_switch_fpu);
+}
+
+TEST(switch_fpu_inline_restores_each_contexts_rounding_mode)
+{
+	fpu_restores(inline_fpu_switch);
 }
 
 TEST(switch_plain_leaves_the_rounding_mode_alone)
@@ -736,7 +771,7 @@ static void ring_entry(void *arg, void *data)
 {
 	long i = (long)(intptr_t)data;
 	long v = (long)arg;
-	bool fpu = ring_fn == weft__ctx_switch_fpu;
+	bool fpu = is_fpu(ring_fn);
 	if (fpu)
 		fesetround(ring_modes[i % 4]);
 	for (;;) {
@@ -761,11 +796,11 @@ static void ring_rounds(switch_fn fn)
 	long want[RING] = {0};
 	for (long r = 0; r < RING_ROUNDS; r++) {
 		long start = r * 1000;
-		if (fn == weft__ctx_switch_fpu)
+		if (is_fpu(fn))
 			ASSERT_EQ(fesetround(ring_modes[r % 4]), 0);
 		long end = (long)fn(&ring_sp[RING], ring_sp[0], (void *)start);
 		ASSERT_EQ(end, start + RING);
-		if (fn == weft__ctx_switch_fpu) {
+		if (is_fpu(fn)) {
 			ASSERT_EQ(fegetround(), ring_modes[r % 4]);
 			ASSERT_EQ(second_word_mode(), ring_modes[r % 4]);
 		}
@@ -796,6 +831,11 @@ TEST(switch_inline_ring_of_contexts)
 TEST(switch_fpu_ring_of_contexts_each_with_its_rounding_mode)
 {
 	ring_rounds(weft__ctx_switch_fpu);
+}
+
+TEST(switch_fpu_inline_ring_of_contexts_each_with_its_rounding_mode)
+{
+	ring_rounds(inline_fpu_switch);
 }
 
 /* ---- deep recursion on a context's stack ---------------------------------------------------- */
