@@ -6,13 +6,13 @@
  *
  * void *weft__ctx_switch(void **save_sp  rdi, void *new_sp  rsi, void *arg  rdx)
  *
- * The scheduler does not call weft__ctx_switch: it uses weft__ctx_switch_inline (in
- * src/internal/switch.h), the same switch written into its caller, which neither calls nor
- * returns and so keeps the return-stack predictor in step (see that header for the measurements).
- * (and weft__ctx_switch_fpu_inline for the FPU-saving option). These out-of-line variants serve
- * the tests and any caller that needs a function pointer. They end in `ret`, which is predicted when both contexts called the switch
- * from the same place; `pop; jmp` would leave the call's entry on the return stack and put every
- * later return of the resumed context one frame off.
+ * The scheduler does not call these: it uses weft__ctx_switch_inline and
+ * weft__ctx_switch_fpu_inline (src/internal/switch.h), the same switches written into their
+ * caller, which neither call nor return and so keep the return-stack predictor in step (see that
+ * header for the measurements). These out-of-line variants serve the tests and any caller that
+ * needs a function pointer. They end in `ret`, which is predicted when both contexts called the
+ * switch from the same place; `pop; jmp` would leave the call's entry on the return stack and
+ * put every later return of the resumed context one frame off.
  */
 	.text
 
