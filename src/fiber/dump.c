@@ -134,6 +134,10 @@ static void snap_scope(weft_scope *sc, struct snap *v, size_t cap, size_t *n, si
 		struct scope_shard *sh = &sc->shards[i];
 		weft__spin_lock(&sh->lock);
 		for (weft__fiber *f = sh->head; f; f = f->scope_next) {
+			/* finished, in the list until its spawner unlinks it (scope.c) */
+			if (atomic_load_explicit(&f->state, memory_order_relaxed) ==
+			    WEFT_FIBER_DEAD)
+				continue;
 			if (*n < cap)
 				snap_fiber(&v[(*n)++], f);
 			else

@@ -74,6 +74,7 @@ struct weft__fiber {
 	weft_scope *scope;
 	int shard;
 	weft__fiber *scope_prev, *scope_next;
+	worker *spawner; /* the worker that spawned it (it owns the shard), NULL: a plain thread */
 
 	/* introspection */
 	_Atomic int state;       /* enum weft_fiber_state */
@@ -135,6 +136,14 @@ struct worker {
 	weft__fiber *inbox_head, *inbox_tail;
 	_Atomic long inbox_n;
 
+	/* fibers spawned here that died on another worker, still in their scope shard's list:
+	 * stacks pushed by those workers (CAS), taken whole (exchange; scope.c) */
+	char pad8_[64];
+	_Atomic(weft__fiber *) remote_dead;  /* of sub-scopes: reaped in bulk */
+	_Atomic(weft__fiber *) remote_root;  /* of the root scope: reaped as it spawns */
+	_Atomic long remote_root_n;          /* pushes onto remote_root ever (after each) */
+	char pad9_[64 - 3 * sizeof(void *)]; /* what follows keeps its place on its lines */
+
 	/* parking */
 	char pad3_[64];
 	_Atomic uint32_t futex; /* 1: woken */
@@ -167,6 +176,17 @@ struct worker {
 	weft_gauge *queue_gauge; /* weft_fiber_runqueue_length{worker="index"} */
 	void *altstack;
 	size_t altstack_size;
+
+	/* scope.c, owner-written (at the end: the hot fields above keep their lines) */
+	weft__fiber *reaping; /* remote_root taken whole, not yet unlinked (the owner's) */
+	long root_reaped;     /* blocks unlinked from remote_root ever: the backlog is
+	                         remote_root_n - root_reaped (a lower bound, exact at rest) */
+	uint64_t reap_id;     /* id_next at the last periodic check: no spawn of its own since */
+	/* units of the root's count this worker holds that are no fiber's (exits not given back
+	 * yet, spawns taken ahead): root_got - root_used, two counters that only grow, so that a
+	 * reader can bound the sum (scope.c: weft__root_alive) */
+	_Atomic long root_got, root_used;
+	char pad10_[64]; /* the next worker's first fields (written at every switch) */
 };
 
 struct weft_scope {
@@ -200,6 +220,9 @@ struct weft_sched {
 	long max_fibers;
 	int guard;
 	unsigned flags;
+	/* 1: the root's count is within ROOT_NEAR of max_fibers (scope.c's head comment); read at
+	 * every spawn and exit, written when the count crosses the margins (rarely) */
+	_Atomic int root_near;
 	size_t stack_cache;
 	worker *workers;
 	weft_scope root;
@@ -300,9 +323,60 @@ void weft__timer_heap_free(timer_heap *h);
 int weft__scope_init_root(weft_sched *s);
 void weft__scope_free_root(weft_sched *s);
 /* w: the spawner's worker, or NULL (a plain thread) */
-int weft__scope_attach(weft_scope *sc, weft__fiber *f, const worker *w);
-void weft__scope_detach(weft__fiber *f);
+int weft__scope_attach(weft_scope *sc, weft__fiber *f, worker *w);
+/* f finishes on worker w, the one it runs on */
+void weft__scope_exit(weft__fiber *f, worker *w);
 void weft__scope_release(weft_scope *sc, bool with_root);
+bool weft__root_take_slow(weft_sched *s, worker *w);
+void weft__root_put(weft_sched *s, worker *w);
+void weft__root_flush(worker *w, long keep);
+long weft__root_alive(const weft_sched *s);
+void weft__remote_push(weft__fiber *f);
+void weft__remote_reap(weft_sched *s, worker *from, worker *w);
+weft__fiber *weft__remote_reap_one_slow(worker *w);
+void weft__remote_reap_root(worker *w, long max);
+
+/* f ends on worker w, another than its spawner's: its scope's list is the spawner's to leave. */
+static inline bool weft__scope_exit_remote(const weft__fiber *f, const worker *w)
+{
+	return f->spawner && f->spawner != w;
+}
+
+/* A spawn's unit of the root's count (scope.c's head comment): one of w's when it has one and
+ * the count is far from max_fibers (near it, the slow path hands out units one by one). */
+static inline bool weft__root_take(weft_sched *s, worker *w)
+{
+	if (weft__likely(w) &&
+	    weft__likely(!atomic_load_explicit(&s->root_near, memory_order_relaxed))) {
+		long u = atomic_load_explicit(&w->root_used, memory_order_relaxed);
+		if (weft__likely(atomic_load_explicit(&w->root_got, memory_order_relaxed) > u)) {
+			/* before the fiber is published (release): see weft__root_alive */
+			atomic_store_explicit(&w->root_used, u + 1, memory_order_relaxed);
+			return true;
+		}
+	}
+	return weft__root_take_slow(s, w);
+}
+
+/* Blocks of w's root fibers that died on other workers wait to be unlinked (scope.c). */
+static inline bool weft__remote_root_pending(worker *w)
+{
+	return w->reaping || atomic_load_explicit(&w->remote_root, memory_order_relaxed);
+}
+
+/* How many blocks of w's root fibers that died elsewhere wait (the owner; may lag the pushes). */
+static inline long weft__remote_root_backlog(worker *w)
+{
+	return atomic_load_explicit(&w->remote_root_n, memory_order_relaxed) - w->root_reaped;
+}
+
+/* One block of w's root fibers that died on other workers, unlinked (scope.c), or NULL. */
+static inline weft__fiber *weft__remote_reap_one(worker *w)
+{
+	if (!weft__remote_root_pending(w))
+		return NULL;
+	return weft__remote_reap_one_slow(w);
+}
 
 /* dump.c */
 void weft__sched_register(weft_sched *s);

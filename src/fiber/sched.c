@@ -642,8 +642,8 @@ static worker *switch_ctx(worker *w, weft__fiber *from, weft__fiber *to, bool fr
 	                      atomic_load_explicit(&w->switches, memory_order_relaxed) + 1,
 	                      memory_order_relaxed);
 	san_begin(w, from, to, from_dead);
-	worker *nw = (s->flags & WEFT_SCHED_SAVE_FPU) ? weft__ctx_switch_fpu(save, dst, w)
-	                                              : weft__ctx_switch(save, dst, w);
+	worker *nw = (s->flags & WEFT_SCHED_SAVE_FPU) ? weft__ctx_switch_fpu_inline(save, dst, w)
+	                                              : weft__ctx_switch_inline(save, dst, w);
 	san_end(nw, from);
 	finish_switch(nw);
 	return nw;
@@ -662,13 +662,30 @@ static void run_due_timers(weft_sched *s, worker *w)
 	}
 }
 
+/* Blocks of root fibers that died elsewhere a worker unlinks at a periodic check (scope.c's head
+ * comment). */
+#define REAP_PERIODIC 16
+/* Blocks a worker lets wait while it spawns; past them, REAP_SPAWN every 64th spawn (weft_spawn;
+ * scope.c's head comment). */
+#define REAP_BACKLOG 1024
+#define REAP_SPAWN 128
+
 /* Every 61 schedule calls: timers due on any heap, and the injection queue first (so neither a
- * busy local queue nor a busy injection queue can starve the other). */
+ * busy local queue nor a busy injection queue can starve the other); the blocks of fibers that
+ * died on other workers. */
 __attribute__((noinline)) static weft__fiber *find_periodic(worker *w)
 {
 	weft_sched *s = w->s;
 	w->countdown = 61;
 	run_due_timers(s, w);
+	if (atomic_load_explicit(&w->remote_dead, memory_order_relaxed))
+		weft__remote_reap(s, w, w);
+	/* root fibers' blocks are reaped by the spawns (scope.c): a few here when w has not spawned
+	 * since the last check (its own ids: plain threads' spawns do not count), or is past its
+	 * backlog, so that a worker that has stopped spawning gets the memory back */
+	if (w->id_next == w->reap_id || weft__remote_root_backlog(w) > REAP_BACKLOG)
+		weft__remote_reap_root(w, REAP_PERIODIC);
+	w->reap_id = w->id_next;
 	return inject_get(s, w);
 }
 
@@ -793,6 +810,12 @@ static weft__fiber *find_runnable(weft_sched *s, worker *w)
 		}
 		weft__fiber *f = find_local(w);
 		if (!f) {
+			/* out of local work: the exits go off the root's count (a joiner of the
+			 * root may wait for them), and the blocks of fibers that died elsewhere
+			 * come home (scope.c's head comment) */
+			weft__root_flush(w, 0);
+			if (atomic_load_explicit(&w->remote_dead, memory_order_relaxed))
+				weft__remote_reap(s, w, w);
 			run_due_timers(s, w);
 			f = find_local(w);
 		}
@@ -826,6 +849,7 @@ static weft__fiber *find_runnable(weft_sched *s, worker *w)
 				return f;
 			}
 		}
+		weft__remote_reap_root(w, LONG_MAX); /* nothing else to do: all of them */
 		park_worker(s, w);
 		w->clock = weft_now(); /* time parked is not run time: the clock must not keep it */
 	}
@@ -1054,18 +1078,24 @@ void weft__wake_ready(weft__fiber *f, enum weft__ready_how how)
 /* ---- fibers ------------------------------------------------------------------------------------
  */
 
+/* A dead fiber, off its stack: its block to this worker's cache (TSan's state stays in
+ * f->stack, for the next fiber), or, when another worker spawned it, to that worker's remote
+ * stacks (scope.c's head comment: the spawner unlinks it). */
 static void fiber_release(worker *w, weft__fiber *f)
 {
-	weft__stack_put(w->s, w, f); /* TSan's state stays in f->stack, for the next fiber */
+	if (weft__scope_exit_remote(f, w))
+		weft__remote_push(f);
+	else
+		weft__stack_put(w->s, w, f);
 }
 
 static _Noreturn void fiber_exit(weft__fiber *f)
 {
 	/* before the scope hears of the exit: an overflow must not pass for a clean finish */
 	check_stack(f->cur, f, (const char *)__builtin_frame_address(0));
-	weft__scope_detach(f);
-	atomic_store_explicit(&f->state, WEFT_FIBER_DEAD, memory_order_relaxed);
 	worker *w = f->cur;
+	weft__scope_exit(f, w);
+	atomic_store_explicit(&f->state, WEFT_FIBER_DEAD, memory_order_relaxed);
 	fiber_switch_out(w, f, true);
 	__builtin_unreachable();
 }
@@ -1181,13 +1211,11 @@ __attribute__((noinline)) int weft_spawn(weft_scope *sc, weft_fiber_fn fn, void 
 	}
 	if (atomic_load_explicit(&sc->cancelled, memory_order_acquire))
 		return -ECANCELED;
-	if (atomic_fetch_add_explicit(&s->root.alive, 1, memory_order_relaxed) >= s->max_fibers) {
-		weft__scope_release(&s->root, true);
-		return -EAGAIN;
-	}
 	worker *w = weft__tls_worker; /* no switch in this function: a plain read will do */
 	if (w && w->s != s)
 		w = NULL;
+	if (!weft__root_take(s, w)) /* the root's count: scope.c */
+		return -EAGAIN;
 	weft__fiber *f;
 	r = weft__stack_get(s, w, size, &f);
 	if (r < 0)
@@ -1209,11 +1237,17 @@ __attribute__((noinline)) int weft_spawn(weft_scope *sc, weft_fiber_fn fn, void 
 	if ((id & 63) == 0)
 		f->ready_at = weft_now();
 	ready_on(s, w, f, w && w->current ? WEFT__READY_NEXT : WEFT__READY_QUEUE);
+	/* about every 64th spawn of w (its ids come in runs of 1024): past REAP_BACKLOG blocks of
+	 * its fibers that died elsewhere, twice as many as it spawned meanwhile (scope.c's head
+	 * comment: the bound) */
+	if (weft__unlikely((id & 63) == 0) && w &&
+	    weft__unlikely(weft__remote_root_backlog(w) > REAP_BACKLOG))
+		weft__remote_reap_root(w, REAP_SPAWN);
 	if (ret_id)
 		*ret_id = id;
 	return 0;
 fail_alive:
-	weft__scope_release(&s->root, true); /* a joiner of the root may have seen our count */
+	weft__root_put(s, w); /* a joiner of the root may have seen our unit */
 	return r;
 }
 
@@ -1304,7 +1338,7 @@ const char *weft_wait_reason_name(int reason)
 static double g_alive(void *arg)
 {
 	weft_sched *s = arg;
-	return (double)atomic_load_explicit(&s->root.alive, memory_order_relaxed);
+	return (double)weft__root_alive(s);
 }
 
 int weft_sched_stats_get(weft_sched *s, weft_sched_stats *ret)
@@ -1312,7 +1346,7 @@ int weft_sched_stats_get(weft_sched *s, weft_sched_stats *ret)
 	if (!s || !ret)
 		return -EINVAL;
 	weft_sched_stats st = {0};
-	st.fibers_alive = atomic_load_explicit(&s->root.alive, memory_order_relaxed);
+	st.fibers_alive = weft__root_alive(s);
 	st.threads = s->nworkers;
 	st.guarded_stacks = atomic_load_explicit(&s->guarded, memory_order_relaxed);
 	st.canary_stacks = atomic_load_explicit(&s->canaried, memory_order_relaxed);

@@ -275,6 +275,12 @@ static size_t usable(const weft__stack *st)
 	return (size_t)(st->hi - st->lo);
 }
 
+/* A stack of the scheduler's default size (as the caches hold). */
+static bool cacheable(const weft_sched *s, const weft__stack *st)
+{
+	return usable(st) >= s->stack_size && usable(st) < s->stack_size + page_size;
+}
+
 /* ASan keeps the poison of the frames a stack's last fiber left (or of whatever the memory was
  * before it was ours): a stack handed out is clean. */
 static void unpoison(const weft__stack *st)
@@ -297,6 +303,31 @@ static __attribute__((noinline)) int stack_get_slow(weft_sched *s, worker *w, si
                                                     weft__fiber **ret)
 {
 	weft__fiber *f = NULL;
+	/* blocks of fibers spawned here that died on other workers (scope.c): one for a spawn of
+	 * the default size, one freed or cached for a spawn of another size (it maps a stack
+	 * anyway) */
+	while (w && (f = weft__remote_reap_one(w))) {
+		if (size == s->stack_size && cacheable(s, &f->stack)) {
+			unpoison(&f->stack);
+			*ret = f;
+			return 0;
+		}
+		weft__stack_put(s, w, f); /* another size: freed or cached as it fits */
+		if (size != s->stack_size)
+			break; /* one per spawn */
+	}
+	/* and a chunk of the sub-scope ones, whatever the size asked for: a spawner of other sizes
+	 * never takes from the cache, and would otherwise keep every block that died elsewhere */
+	if (w && atomic_load_explicit(&w->remote_dead, memory_order_relaxed)) {
+		weft__remote_reap(s, w, w);
+		if (size == s->stack_size && (f = w->cache)) {
+			w->cache = f->next;
+			w->cache_bytes -= f->stack.map_size;
+			unpoison(&f->stack);
+			*ret = f;
+			return 0;
+		}
+	}
 	if (size == s->stack_size) {
 		weft__spin_lock(&s->spare_lock);
 		if ((f = s->spare)) {
@@ -387,7 +418,7 @@ static __attribute__((noinline)) void stack_put_slow(weft_sched *s, worker *w, w
 void weft__stack_put(weft_sched *s, worker *w, weft__fiber *f)
 {
 	const weft__stack *st = &f->stack;
-	bool keep = usable(st) >= s->stack_size && usable(st) < s->stack_size + page_size;
+	bool keep = cacheable(s, st);
 	if (keep && w && w->cache_bytes + st->map_size <= s->stack_cache) {
 		f->next = w->cache;
 		w->cache = f;
@@ -413,8 +444,15 @@ void weft__stack_spare_free(weft_sched *s)
 	s->spare_bytes = 0;
 }
 
+/* With the blocks of dead fibers that wait for w to unlink them (remote_dead, remote_root,
+ * reaping): the workers are stopped, or this is a fork's child; the lists they are in go with
+ * their scopes, so no unlink and no lock. */
 void weft__stack_cache_free(weft_sched *s, worker *w)
 {
+	free_list(s, atomic_exchange_explicit(&w->remote_dead, NULL, memory_order_acquire));
+	free_list(s, atomic_exchange_explicit(&w->remote_root, NULL, memory_order_acquire));
+	free_list(s, w->reaping);
+	w->reaping = NULL;
 	free_list(s, w->cache);
 	w->cache = NULL;
 	w->cache_bytes = 0;
