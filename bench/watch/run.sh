@@ -5,8 +5,7 @@
 # Installs what it needs (scripts/bench-deps watch: clang and its TSan runtime, valgrind,
 # memcached, memaslap), builds in BUILD_DIR (default build-release, set up with
 # --buildtype=release when it does not exist) the preload library, the weft CLI, the lock loops
-# (bench/watch/lock.c) and the known-answer programs (tests/watch's, and bench/watch/samecls.c),
-# and with clang
+# (bench/watch/lock.c) and the known-answer programs (tests/watch's), and with clang
 # -fsanitize=thread their TSan twins into BUILD_DIR/bench/watch/tsan. Then four parts (--only
 # micro,contended,memcached,ka):
 #   1 micro      one thread, lock+unlock of one pthread mutex, and of a nested pair (A, B, unlock B,
@@ -26,8 +25,8 @@
 #                deadlock, one of them through a condition wait's re-lock, a lost condition
 #                signal, a semaphore never posted, a robust mutex's dead owner, an inversion
 #                that does not deadlock, and five clean ones; not `semantics`, which checks
-#                results, not reports) and the bench's samecls (the
-#                bank transfer: an inversion of two locks of one class), under weft watch
+#                results, not reports; and bank, the bank transfer: an inversion of two locks of
+#                one class), under weft watch
 #                (always-on and --predict; --on-deadlock exit --cond-wait-ms 500
 #                --long-wait-ms 500), TSan (halt_on_error=1) and Helgrind: found / missed / false
 #                report, and the time from start to the first report. A program still running
@@ -153,19 +152,9 @@ if ! ninja -C "$build" bench/bench-watch-lock >"$log/build-bench.log" 2>&1; then
 fi
 # the known-answer programs (their answers: expect and answers, part 4)
 ka_cases="cycle2 cycle3 rwcycle c11cycle forkcycle condrelock relock condlost semlost ownerdied
-	inversion samecls trylock gate readers prodcons contention"
-ka_src() { # case: its source file
-	case $1 in
-	samecls) echo "bench/watch/$1.c" ;;
-	*) echo "tests/watch/$1.c" ;;
-	esac
-}
-ka_target() { # case: its ninja target (and path in the build folder)
-	case $1 in
-	samecls) echo "bench/bench-watch-$1" ;;
-	*) echo "tests/watch/watch-$1" ;;
-	esac
-}
+	inversion bank trylock gate readers prodcons contention"
+ka_src() { echo "tests/watch/$1.c"; }        # case: its source file
+ka_target() { echo "tests/watch/watch-$1"; } # case: its ninja target (its path in the build folder)
 declare -A ka_have
 if has_part ka; then
 	for k in $ka_cases; do
@@ -647,7 +636,7 @@ expect() { # case: the report kinds of weft watch that answer it, or none (a rep
 	condlost) echo cond-wait ;;
 	semlost) echo long-wait ;;
 	ownerdied) echo owner-died ;;
-	inversion | samecls) echo inversion ;;
+	inversion | bank) echo inversion ;;
 	*) echo none ;;
 	esac
 }
@@ -659,7 +648,7 @@ answers() {
 	weft | weft-predict) expect "$2" | sed 's/ /|/g; s/^/^(/; s/$/)$/' ;;
 	tsan)
 		case $2 in
-		cycle2 | cycle3 | rwcycle | c11cycle | forkcycle | condrelock | inversion | samecls)
+		cycle2 | cycle3 | rwcycle | c11cycle | forkcycle | condrelock | inversion | bank)
 			echo '^lock-order-inversion$' ;;
 		relock) echo '^(double-lock|lock-order-inversion)' ;;
 		*) echo '^$' ;;
@@ -667,7 +656,7 @@ answers() {
 		;;
 	helgrind)
 		case $2 in
-		cycle2 | cycle3 | rwcycle | c11cycle | forkcycle | condrelock | inversion | samecls) echo '^lock-order$' ;;
+		cycle2 | cycle3 | rwcycle | c11cycle | forkcycle | condrelock | inversion | bank) echo '^lock-order$' ;;
 		relock) echo '^(Attempt-to-re-lock|lock-order$)' ;;
 		ownerdied) echo '^Exiting-thread-still-holds' ;;
 		*) echo '^$' ;;
@@ -826,7 +815,7 @@ if has_part ka; then
 		[ ${#side[@]} -gt 0 ] && ka_runs "$k" "${side[@]}"
 	done
 	echo
-	echo "4. Known answers (tests/watch, bench/watch/samecls.c): seconds from start to the first" \
+	echo "4. Known answers (tests/watch): seconds from start to the first" \
 		"report; killed after" \
 		"${limit} s"
 	printf '%-11s %-13s %-15s %-15s %-15s %-15s\n' "program" "answer" "weft watch" \
