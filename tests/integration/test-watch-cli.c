@@ -188,6 +188,20 @@ static char *thread_obj(const char *line, int i)
 	return strndup(p, (size_t)(end - p));
 }
 
+/* An inversion report's two acquisitions, from its "order" array: *ret_first (malloc'd) the
+ * earlier one, *ret_second (in line) the later one. */
+static void order_pair(const char *line, char **ret_first, const char **ret_second)
+{
+	const char *order = strstr(line, "\"order\":[");
+	ASSERT_NOT_NULL(order);
+	const char *second = strstr(order + 9, "{\"tid\":");
+	ASSERT_NOT_NULL(second);
+	second = strstr(second + 1, "{\"tid\":");
+	ASSERT_NOT_NULL(second);
+	*ret_first = strndup(order, (size_t)(second - order));
+	*ret_second = second;
+}
+
 /* An integer field "KEY":N of an object, or -1. */
 static long long int_field(const char *obj, const char *key)
 {
@@ -659,13 +673,9 @@ TEST_TIMEOUT(inversion_only_with_predict, 60)
 	char *line = event_line(r.json, "inversion");
 	/* both acquisitions, each with its stack: the earlier (first: A then B), the later
 	 * (second: B then A) */
-	const char *order = strstr(line, "\"order\":[");
-	ASSERT_NOT_NULL(order);
-	const char *second = strstr(order + 9, "{\"tid\":");
-	ASSERT_NOT_NULL(second);
-	second = strstr(second + 1, "{\"tid\":");
-	ASSERT_NOT_NULL(second);
-	char *first = strndup(order, (size_t)(second - order));
+	char *first;
+	const char *second;
+	order_pair(line, &first, &second);
 	ASSERT_CONTAINS(first, "\"func\":\"first_order_a_then_b\"");
 	ASSERT_CONTAINS(second, "\"func\":\"second_order_b_then_a\"");
 	ASSERT_GT(int_field(first, "tid"), 0);
@@ -1024,13 +1034,9 @@ TEST_TIMEOUT(same_class_inversion_only_with_predict, 60)
 	expect_summary(&r, "1 lock-order inversion found", "watch-bank exited 0");
 	ASSERT_EQ(count_lines(r.json), 1);
 	char *line = event_line(r.json, "inversion");
-	const char *order = strstr(line, "\"order\":[");
-	ASSERT_NOT_NULL(order);
-	const char *second = strstr(order + 9, "{\"tid\":");
-	ASSERT_NOT_NULL(second);
-	second = strstr(second + 1, "{\"tid\":");
-	ASSERT_NOT_NULL(second);
-	char *first = strndup(order, (size_t)(second - order));
+	char *first;
+	const char *second;
+	order_pair(line, &first, &second);
 	ASSERT_CONTAINS(first, "\"func\":\"first_pays_0_to_1\"");
 	ASSERT_CONTAINS(second, "\"func\":\"second_pays_1_to_0\"");
 	ASSERT_NE(int_field(first, "tid"), int_field(second, "tid"));
