@@ -1268,6 +1268,16 @@ static void report(const struct pstate *t, const struct held *h, uint32_t ei, ui
 		atomic_store_explicit(&p->reported, 1, memory_order_relaxed);
 }
 
+/* Adds lock l to the n gates in g0 unless it is there already; the new count. */
+static int gate_add(uintptr_t *g0, int n, uintptr_t l)
+{
+	for (int j = 0; j < n; j++)
+		if (g0[j] == l)
+			return n;
+	g0[n] = l;
+	return n + 1;
+}
+
 /* The held locks whose class is neither a nor b (nor untracked), without repeats: the gates of
  * this occurrence. Gates are lock instances: two locks of one class (say the locks of two objects
  * made at one site) exclude nothing from each other. */
@@ -1279,11 +1289,7 @@ static int current_gates(const struct pstate *t, uint32_t a, uint32_t b, uintptr
 		uintptr_t l = (uintptr_t)t->held[i].lock;
 		if (c == 0 || c == a || c == b || c >= g.ncls || l == 0)
 			continue;
-		bool dup = false;
-		for (int j = 0; j < n && !dup; j++)
-			dup = g0[j] == l;
-		if (!dup)
-			g0[n++] = l;
+		n = gate_add(g0, n, l);
 	}
 	return n;
 }
@@ -1395,11 +1401,7 @@ static int inst_gates(const struct pstate *t, uintptr_t a, uintptr_t b, uintptr_
 		uintptr_t l = (uintptr_t)t->held[i].lock;
 		if (t->held[i].cls == 0 || l == 0 || l == a || l == b)
 			continue;
-		bool dup = false;
-		for (int j = 0; j < n && !dup; j++)
-			dup = g0[j] == l;
-		if (!dup)
-			g0[n++] = l;
+		n = gate_add(g0, n, l);
 	}
 	return n;
 }
