@@ -2027,20 +2027,24 @@ static void report_long(struct node *n, weft_watch_event ev, int64_t now)
 	drain();
 }
 
-/* Frees the shared records of threads that are gone (head comment, "Thread records"). */
-static void reclaim_dead(struct rec *tab, int n, pid_t me)
+/* Frees the shared records of threads that are gone (head comment, "Thread records"). At the
+ * image's first start (first_start) a claim in progress under this pid (-me) is gone too: no
+ * thread of this image claims before the registry is published, so it is an earlier image's
+ * claim or reclaim, cut short by exec. */
+static void reclaim_dead(struct rec *tab, int n, pid_t me, int first_start)
 {
 	uint64_t mine = atomic_load_explicit(&image, memory_order_relaxed);
 	for (int i = 0; i < n; i++) {
 		struct rec *r = &tab[i];
 		int32_t p = atomic_load_explicit(&r->state, memory_order_acquire);
-		if (p == 0 || p == -me)
-			continue; /* free, or one of our threads claiming it (an earlier image's:
-			             swept at the first start) */
+		if (p == 0 || (p == -me && !first_start))
+			continue; /* free, or one of our threads claiming it */
 		int gone;
 		uint64_t img = atomic_load_explicit(&r->image, memory_order_relaxed);
 		if (p == me)
 			gone = img != mine;
+		else if (p == -me)
+			gone = 1;
 		else
 			gone = kill(p < 0 ? -p : p, 0) == -1 && errno == ESRCH;
 		int32_t judged = p;
@@ -2140,7 +2144,7 @@ static void scan(int64_t now, unsigned scan_no)
 	if (h) {
 		struct rec *tab = (struct rec *)(h + 1);
 		if (scan_no % 16 == 0)
-			reclaim_dead(tab, (int)h->slots, me);
+			reclaim_dead(tab, (int)h->slots, me, 0);
 		for (int i = 0; i < (int)h->slots && nn < nodes_cap; i++) {
 			struct rec *r = &tab[i];
 			pid_t p = atomic_load_explicit(&r->state, memory_order_relaxed);
@@ -2529,20 +2533,9 @@ int weft_watch_start(const weft_watch_options *o)
 		r = map_shared(opts.shm_fd, &h, &hlen);
 		if (r < 0)
 			goto fail_state;
-		/* a record left at -pid (this pid) is an earlier image's claim or reclaim, cut
-		 * short by exec: no thread of this image claims before the registry is published */
-		if (first_start) {
-			struct rec *tab = (struct rec *)(h + 1);
-			pid_t me = cur_pid();
-			for (uint32_t i = 0; i < h->slots; i++) {
-				int32_t st = -me;
-				if (atomic_load_explicit(&tab[i].state, memory_order_relaxed) !=
-				    -me)
-					continue;
-				atomic_store(&tab[i].wseq, 0);
-				atomic_compare_exchange_strong(&tab[i].state, &st, 0);
-			}
-		}
+		/* what an earlier image of this process left (claims cut short by exec) */
+		if (first_start)
+			reclaim_dead((struct rec *)(h + 1), (int)h->slots, cur_pid(), 1);
 	}
 	r = alloc_scratch(PRIV_RECS + (h ? (int)h->slots : 0));
 	if (r < 0)
