@@ -1874,19 +1874,26 @@ static void record_hook(void)
 	atomic_fetch_add(&quick_recorded, 1);
 }
 
-/* The profile's entry for quick_sem: its wait total, -1 if none. */
-static int64_t sem_profile(uint64_t *ret_contended)
+/* The profile's entries for semaphore sem, summed over their sites: the wait total, -1 if
+ * none; *ret_contended the waits counted. */
+static int64_t sem_profile_of(weft_sem *sem, uint64_t *ret_contended)
 {
 	weft_watch_site s[8];
 	int n = weft_watch_profile(s, 8, WEFT_WATCH_SORT_CONTENDED);
+	int64_t total = -1;
+	*ret_contended = 0;
 	for (int i = 0; i < n; i++) {
-		if (s[i].kind == WEFT_WATCH_LOCK_SEM && s[i].lock == (const void *)&quick_sem.s) {
-			*ret_contended = s[i].contended;
-			return s[i].wait_ns_total;
+		if (s[i].kind == WEFT_WATCH_LOCK_SEM && s[i].lock == (const void *)&sem->s) {
+			*ret_contended += s[i].contended;
+			total = WEFT__MAX(total, 0) + s[i].wait_ns_total;
 		}
 	}
-	*ret_contended = 0;
-	return -1;
+	return total;
+}
+
+static int64_t sem_profile(uint64_t *ret_contended)
+{
+	return sem_profile_of(&quick_sem, ret_contended);
 }
 
 TEST(quick_wait_is_not_recorded)
@@ -2085,18 +2092,6 @@ static void quick_sig_hook(void *lock)
 		quick_hook(lock);
 }
 
-/* The profile's contended count at weft_sem s. */
-static uint64_t sem_contended(weft_sem *s)
-{
-	weft_watch_site sites[8];
-	int n = weft_watch_profile(sites, 8, WEFT_WATCH_SORT_CONTENDED);
-	uint64_t c = 0;
-	for (int i = 0; i < n; i++)
-		if (sites[i].lock == (const void *)&s->s)
-			c += sites[i].contended;
-	return c;
-}
-
 TEST(quick_sums_signal_safe)
 {
 	ASSERT_OK(weft_sem_init(&quick_sem, 0, 0));
@@ -2119,8 +2114,11 @@ TEST(quick_sums_signal_safe)
 	signal(SIGALRM, SIG_IGN); /* discards one still pending (valgrind delivers late) */
 	signal(SIGALRM, SIG_DFL);
 	ASSERT_GT(atomic_load(&quick_sig_waits), 0);
-	ASSERT_EQ(sem_contended(&quick_sem), (uint64_t)n);
-	ASSERT_EQ(sem_contended(&quick_sig_sem), (uint64_t)atomic_load(&quick_sig_waits));
+	uint64_t c = 0, c_sig = 0;
+	sem_profile_of(&quick_sem, &c);
+	sem_profile_of(&quick_sig_sem, &c_sig);
+	ASSERT_EQ(c, (uint64_t)n);
+	ASSERT_EQ(c_sig, (uint64_t)atomic_load(&quick_sig_waits));
 	quick_end();
 	ASSERT_OK(weft_sem_destroy(&quick_sem));
 	ASSERT_OK(weft_sem_destroy(&quick_sig_sem));
