@@ -258,7 +258,11 @@ WEFT_API int weft_fsem_release(weft_fsem *s, int n);
 WEFT_API int weft_fsem_destroy(weft_fsem *s);
 
 /* A wait group: add before spawning, done when a fiber finishes, wait until the count is 0. add
- * with a negative n that takes the count below 0 gives -EINVAL and changes nothing. */
+ * with a negative n that takes the count below 0 gives -EINVAL, and one past WEFT_WAITGROUP_MAX
+ * -EOVERFLOW; neither changes anything. add and done are one atomic operation unless they take the
+ * count to 0 while a fiber waits. A group may be freed once the count is 0 and every call on it
+ * has returned (a waiter may free it as soon as its wait returns 0). */
+#define WEFT_WAITGROUP_MAX (INT64_MAX / 2)
 WEFT_API int weft_waitgroup_add(weft_waitgroup *wg, long n);
 WEFT_API int weft_waitgroup_done(weft_waitgroup *wg);
 WEFT_API int weft_waitgroup_wait(weft_waitgroup *wg, int64_t deadline); /* fiber only */

@@ -36,8 +36,9 @@
  *
  * Lifetime. A waker's last access to the object is its spin unlock; the woken fiber cannot run
  * before weft__wake_ready, which is given the saved fiber pointer, never the object. Nothing reads
- * the object outside the spin. So a fiber may free an object as soon as its own call on it returns
- * (a wait group on the waiter's stack is the common case).
+ * the object outside the spin but the wait group's state word, whose CAS is then the adder's last
+ * access (see below). So a fiber may free an object as soon as its own call on it returns (a wait
+ * group on the waiter's stack is the common case).
  *
  * Mutex. The owner is recorded (a fiber): unlock by anyone else is -EPERM, a second lock by the
  * owner -EDEADLK, and the mutex is fiber-only (a plain thread cannot own it). Invariants, all
@@ -88,7 +89,24 @@
  * before anything changes.
  *
  * Wait group. The count goes to 0 -> every waiter is claimed and woken, in FIFO order. Waiters
- * exist only while the count is above 0; a wait with the count at 0 returns at once.
+ * exist only while the count is above 0; a wait with the count at 0 returns at once. The count is
+ * not under the spin: add and done are one CAS on `state` (count << 1 | WG_WAITERS), so the
+ * fibers finishing a wave do not queue on the spin (one CAS each, as Go's WaitGroup). WG_WAITERS
+ * says a waiter may be queued; it is set and cleared only under the spin, and every CAS of the
+ * count keeps it. The pair that must not miss each other:
+ *   a waiter, under the spin: the count above 0 -> CAS WG_WAITERS in, then queue its record,
+ *     then release the spin;
+ *   the add that takes the count to 0: a CAS on the same word; if it sees WG_WAITERS it does not
+ *     CAS alone but takes the spin (so after the waiter queued), CASes the count to 0 there and
+ *     claims every waiter.
+ * Both are read-modify-writes of one word: whichever is first in its order, the other sees it
+ * (the waiter sees the count at 0 and returns; the add sees the flag and takes the spin). The
+ * zero under the spin leaves WG_WAITERS set (its unlock comes after the 0, and a waiter that saw
+ * the 0 without the spin could have freed the group by then, so the flag must still send it to
+ * the spin): a later waiter that finds the count at 0 and nobody queued clears it, under the
+ * spin. A flag left set (a waiter that timed out) costs the next zero a spin, nothing else. The
+ * CAS that adds is a release and the waiter's read an acquire (the CASes in between continue the
+ * release sequence), so a waiter sees what every fiber did before its done.
  *
  * Memory orders. 1. The spin's acquire CAS and release store order every access to the object's
  * fields and to the records in its list. 2. The claim is the scheduler's CAS; the one store a waker
@@ -161,7 +179,7 @@ struct sem {
 
 struct wgroup {
 	struct wobj o;
-	int64_t count;
+	_Atomic int64_t state; /* count << 1 | WG_WAITERS */
 };
 
 #define FITS(in, pub)                                                                              \
@@ -580,36 +598,64 @@ static struct wgroup *wg_of(weft_waitgroup *wg)
 	return (struct wgroup *)(void *)wg;
 }
 
+/* state's low bit: a waiter may be queued (the head comment's wait group pair). */
+#define WG_WAITERS 1
+
+/* The new count, or -EINVAL / -EOVERFLOW (n != 0; count >= 0). */
+static int64_t wg_sum(int64_t count, long n)
+{
+	if (n < 0 && count + n < 0) /* count >= 0 and n >= LONG_MIN: no overflow */
+		return -EINVAL;
+	if (n > 0 && count > WEFT_WAITGROUP_MAX - n)
+		return -EOVERFLOW;
+	return count + n;
+}
+
+/* add's case of a count going to 0 with a waiter maybe queued: the CAS under the spin. */
+static __attribute__((noinline)) int wg_add_locked(struct wgroup *g, long n)
+{
+	struct waiter *chain = NULL;
+	weft__spin_lock(&g->o.lock);
+	int64_t s = atomic_load_explicit(&g->state, memory_order_relaxed), c;
+	do {
+		c = wg_sum(s >> 1, n);
+		if (c < 0)
+			break;
+	} while (!atomic_compare_exchange_weak_explicit(&g->state, &s, c << 1 | (s & WG_WAITERS),
+	                                                memory_order_acq_rel,
+	                                                memory_order_relaxed));
+	if (c == 0)
+		chain = pop_all_claimed(&g->o, 0);
+	weft__spin_unlock(&g->o.lock);
+	wake_chain(chain);
+	return c < 0 ? (int)c : 0;
+}
+
 int weft_waitgroup_add(weft_waitgroup *pwg, long n)
 {
 	if (!pwg)
 		return -EINVAL;
+	if (n == 0)
+		return 0;
 	struct wgroup *g = wg_of(pwg);
-	struct waiter *chain = NULL;
-	int r = 0;
-	weft__spin_lock(&g->o.lock);
-	if (n < 0 && g->count + n < 0) /* count >= 0 and n >= LONG_MIN: no overflow */
-		r = -EINVAL;
-	else if (n > 0 && g->count > INT64_MAX - n)
-		r = -EOVERFLOW;
-	else if (n != 0) {
-		g->count += n;
-		if (g->count == 0)
-			chain = pop_all_claimed(&g->o, 0);
+	int64_t s = atomic_load_explicit(&g->state, memory_order_relaxed);
+	for (;;) {
+		int64_t c = wg_sum(s >> 1, n);
+		if (c < 0)
+			return (int)c;
+		if (c == 0 && (s & WG_WAITERS))
+			return wg_add_locked(g, n);
+		/* when c is 0 this CAS is the last access: the group may be freed right after */
+		if (atomic_compare_exchange_weak_explicit(&g->state, &s, c << 1 | (s & WG_WAITERS),
+		                                          memory_order_acq_rel,
+		                                          memory_order_relaxed))
+			return 0;
 	}
-	weft__spin_unlock(&g->o.lock);
-	wake_chain(chain);
-	return r;
 }
 
 int weft_waitgroup_done(weft_waitgroup *wg)
 {
 	return weft_waitgroup_add(wg, -1);
-}
-
-static bool wg_zero(struct wobj *o, weft__fiber *self)
-{
-	return ((struct wgroup *)o)->count == 0;
 }
 
 int weft_waitgroup_wait(weft_waitgroup *pwg, int64_t deadline)
@@ -620,10 +666,25 @@ int weft_waitgroup_wait(weft_waitgroup *pwg, int64_t deadline)
 	if (!self)
 		return -EPERM;
 	struct wgroup *g = wg_of(pwg);
-	weft__spin_lock(&g->o.lock);
-	if (wg_zero(&g->o, self)) {
-		weft__spin_unlock(&g->o.lock);
+	int64_t s = atomic_load_explicit(&g->state, memory_order_acquire);
+	if (s == 0)
 		return 0;
+	weft__spin_lock(&g->o.lock);
+	s = atomic_load_explicit(&g->state, memory_order_acquire);
+	for (;;) {
+		if (s >> 1 == 0) {
+			/* nobody queued: the flag a zero left goes (a failed CAS: an add came) */
+			if ((s & WG_WAITERS) && g->o.nwait == 0 &&
+			    !atomic_compare_exchange_strong_explicit(
+			            &g->state, &s, 0, memory_order_acquire, memory_order_acquire))
+				continue;
+			weft__spin_unlock(&g->o.lock);
+			return 0;
+		}
+		if ((s & WG_WAITERS) || atomic_compare_exchange_weak_explicit(
+		                                &g->state, &s, s | WG_WAITERS, memory_order_acquire,
+		                                memory_order_acquire))
+			break;
 	}
 	return wait_on(&g->o, self, WEFT_WAIT_WAITGROUP, pwg, deadline);
 }

@@ -84,9 +84,11 @@ TEST(args_outside_a_fiber)
 	ASSERT_ERR(weft_waitgroup_done(&wg), -EINVAL);
 	ASSERT_ERR(weft_waitgroup_add(&wg, LONG_MIN), -EINVAL);
 	ASSERT_EQ(weft_waitgroup_add(&wg, 0), 0);
-	ASSERT_EQ(weft_waitgroup_add(&wg, LONG_MAX), 0);
+	ASSERT_ERR(weft_waitgroup_add(&wg, LONG_MAX), -EOVERFLOW);
+	ASSERT_EQ(weft_waitgroup_add(&wg, WEFT_WAITGROUP_MAX), 0);
 	ASSERT_ERR(weft_waitgroup_add(&wg, 1), -EOVERFLOW);
-	ASSERT_EQ(weft_waitgroup_add(&wg, -LONG_MAX), 0);
+	ASSERT_EQ(weft_waitgroup_add(&wg, -WEFT_WAITGROUP_MAX), 0);
+	ASSERT_ERR(weft_waitgroup_done(&wg), -EINVAL); /* back at 0 */
 	ASSERT_EQ(weft_waitgroup_destroy(NULL), 0);
 	ASSERT_EQ(weft_waitgroup_destroy(&wg), 0);
 }
@@ -964,6 +966,65 @@ TEST(waitgroup_on_the_stack_done_from_a_thread)
 	ASSERT_EQ(pthread_join(t, NULL), 0);
 	ASSERT_EQ(atomic_load(&x.rounds), 200);
 	weft_sched_destroy(s);
+}
+
+/* Waves of fibers on every worker call done while the waiter, whose group is on its stack, waits
+ * (every other wave has a fiber that sleeps first, so that the waiter queues): sometimes it waits
+ * with a deadline that passes first (a timed-out waiter leaves the waiters' flag set for the zero
+ * to find), sometimes it comes after the count is 0. Every done adds to `did`
+ * first: a wait that returns 0 must see all of them (the CAS's release, the wait's acquire), and no
+ * wave's wait may end early or hang. */
+#define WAVE_FIBERS 16
+#define WAVES 300
+
+struct wave {
+	weft_waitgroup *wg;
+	_Atomic long did;
+	long spin; /* loop iterations before the done: spreads the dones around the wait */
+	_Atomic int sleeper; /* the first fiber to take it sleeps 0.1 ms first: the waiter queues */
+};
+
+static void wave_fiber(void *arg)
+{
+	struct wave *v = arg;
+	if (atomic_exchange(&v->sleeper, 0))
+		(void)weft_fiber_sleep_until(weft_deadline_in(100000));
+	for (volatile long i = 0; i < v->spin; i++)
+		;
+	atomic_fetch_add_explicit(&v->did, 1, memory_order_relaxed);
+	ASSERT_OK(weft_waitgroup_done(v->wg));
+}
+
+static void wave_driver(void *arg)
+{
+	_Atomic int *rounds = arg;
+	for (int k = 0; k < WAVES; k++) {
+		weft_waitgroup wg = WEFT_WAITGROUP_INIT;
+		struct wave v = {.wg = &wg, .spin = (k % 7) * 200, .sleeper = k % 2};
+		ASSERT_OK(weft_waitgroup_add(&wg, WAVE_FIBERS));
+		for (int i = 0; i < WAVE_FIBERS; i++)
+			spawn_in(root_scope(), wave_fiber, &v);
+		if (k % 3 == 1) { /* a wait whose deadline passes first, or is met */
+			int r = weft_waitgroup_wait(&wg, weft_now() + 2000);
+			ASSERT_TRUE(r == 0 || r == -ETIMEDOUT);
+		}
+		if (k % 5 == 2)
+			weft_fiber_yield();
+		ASSERT_EQ(weft_waitgroup_wait(&wg, in_ms(10000)), 0);
+		ASSERT_EQ(atomic_load_explicit(&v.did, memory_order_relaxed), WAVE_FIBERS);
+		/* the wave's fibers may still be on their way out, but off the group */
+		atomic_fetch_add(rounds, 1);
+	}
+}
+
+TEST(waitgroup_waves_race_the_waiter)
+{
+	for (int threads = 2; threads <= 4; threads *= 2) {
+		static _Atomic int rounds;
+		atomic_store(&rounds, 0);
+		run_fibers(threads, wave_driver, &rounds);
+		ASSERT_EQ(atomic_load(&rounds), WAVES);
+	}
 }
 
 /* ---- the spin lock -------------------------------------------------------------------------- */
