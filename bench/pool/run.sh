@@ -5,14 +5,17 @@
 # GThreadPool, Java's ThreadPoolExecutor (javac, the class cached in BUILD_DIR/bench/pool/java),
 # a Go channel pool (go build, GOCACHE and GOPATH in BUILD_DIR/bench/pool/go), a oneTBB
 # task_group in a task_arena of 2 threads (g++ and libtbb-dev, in BUILD_DIR/bench/pool/tbb),
-# weft's pool and weft's pool with its measurements compiled out. Then runs every figure for every pool in this
+# weft's pool, weft's pool with its measurements compiled out, and weft's pool with a fixed spin
+# of 200 us (weft-spin: weft_pool_opts.spin, twice the gap between tasks at 10,000/s: CPU traded
+# for latency; the default pool is `weft`). Then runs every figure for every pool in this
 # one invocation and prints one line per (figure, pool), then the ratios weft/peer per figure:
 #   name=throughput impl=I tasks_per_s=MEDIAN min= max= runs= ...
 #   name=latency impl=I p50_us=MEDIAN p50_min= p50_max= p99_us=MEDIAN p99_min= p99_max= ...
 #   name=idle impl=I after_create_cpu_pct= after_work_cpu_pct=
 #   ratio figure=throughput weft/plain=X weft/glib=X ... (> 1: weft does more tasks per second)
 #   ratio figure=latency_p50 ... and latency_p99, latency_cpu_per_task (< 1: weft's is lower)
-# (the median of weft's figure over the peer's; weft/weft-nomeasure is what the measurements cost)
+# (the median of weft's figure over the peer's; weft/weft-nomeasure is what the measurements cost;
+# the latency ratios are printed for weft-spin too, base=weft-spin)
 # What each figure measures and leaves out: the head comment of bench/pool/common.c.
 #
 # The figures are interleaved to share the machine's noise fairly: each round runs one process
@@ -43,7 +46,7 @@ while [ $# -gt 0 ]; do
 	shift
 done
 
-all_impls="plain glib java go tbb weft weft-nomeasure"
+all_impls="plain glib java go tbb weft weft-nomeasure weft-spin"
 impls=""
 for i in ${only//,/ }; do
 	case " $all_impls " in
@@ -145,6 +148,13 @@ for impl in $impls; do
 			}
 		fi
 		cmd[tbb]=$t
+		;;
+	weft-spin)
+		ninja -C "$build" bench/bench-pool-weft >"$log/$impl.log" 2>&1 || {
+			missing+=("$impl (ninja bench/bench-pool-weft failed: $(why "$log/$impl.log"))")
+			continue
+		}
+		cmd[$impl]="env BENCH_POOL_SPIN_US=200 $build/bench/bench-pool-weft"
 		;;
 	*)
 		target=bench/bench-pool-$impl
@@ -277,18 +287,19 @@ function hi(s,    a, n, i, m) {
 			extra[k] = extra[k] " " $i
 	}
 }
-function ratio(fig, arr,    s, i, n, a, w, v) {
+function ratio(fig, arr, base,    s, i, n, a, w, v) {
 	n = split(order, a, " ")
-	if (!(("weft") in arr)) {
-		print "ratio figure=" fig " (no weft figure)"
+	if (!((base) in arr)) {
+		if (base == "weft")
+			print "ratio figure=" fig " (no weft figure)"
 		return
 	}
-	w = med(arr["weft"])
-	s = "ratio figure=" fig
+	w = med(arr[base])
+	s = "ratio figure=" fig (base == "weft" ? "" : " base=" base)
 	for (i = 1; i <= n; i++) {
-		if (a[i] == "weft" || !(a[i] in arr)) continue
+		if (a[i] == base || !(a[i] in arr)) continue
 		v = med(arr[a[i]])
-		s = s sprintf(" weft/%s=%.2f", a[i], v > 0 ? w / v : 0)
+		s = s sprintf(" %s/%s=%.2f", base, a[i], v > 0 ? w / v : 0)
 	}
 	print s
 }
@@ -315,10 +326,13 @@ END {
 	for (i = 1; i <= n; i++)
 		if (a[i] in idle)
 			print idle[a[i]]
-	ratio("throughput", tp)
-	ratio("latency_p50", p50)
-	ratio("latency_p99", p99)
-	ratio("latency_cpu_per_task", lcpu)
+	ratio("throughput", tp, "weft")
+	ratio("latency_p50", p50, "weft")
+	ratio("latency_p99", p99, "weft")
+	ratio("latency_cpu_per_task", lcpu, "weft")
+	ratio("latency_p50", p50, "weft-spin")
+	ratio("latency_p99", p99, "weft-spin")
+	ratio("latency_cpu_per_task", lcpu, "weft-spin")
 }' "$raw"
 echo "# load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); raw lines: $raw"
 

@@ -221,6 +221,9 @@ typedef void (*weft_pool_verdict_fn)(weft_pool *pool, const weft_pool_verdict *v
 
 /* Options; zero means the default, so weft_pool_create(&p, NULL) gives a pool sized to the CPU
  * budget with an unbounded queue. */
+/* The longest fixed spin (weft_pool_opts.spin): 10 ms. */
+#define WEFT_POOL_SPIN_MAX WEFT_MSEC(10)
+
 typedef struct weft_pool_opts {
 	const char *name;     /* metrics label pool="NAME" and thread names "NAME-N"; NULL: "pool".
 	                         At most 63 bytes. */
@@ -243,6 +246,11 @@ typedef struct weft_pool_opts {
 	int64_t wait_target;   /* the queue wait the standing-queue alarm and the thread
 	                          recommendation aim at; 0: 100 ms */
 	int64_t stall_after; /* nothing completing this long with work queued is a stall; 0: 5 s */
+	int64_t spin; /* how long an idle worker looks for work before it parks (ns); 0: adaptive
+	                 (4 us, 25 us while tasks come every 12.5 us or faster; halved after each
+	                 spin that finds nothing). A fixed spin, up to WEFT_POOL_SPIN_MAX, is not
+	                 halved: a task that comes within it of the last one starts without a
+	                 wake-up, for up to that much CPU per idle gap (docs/pool.md) */
 	weft_pool_verdict_fn on_verdict; /* called on the tick thread after each tick whose state
 	                                    differs from the previous one's, and every tick while
 	                                    not OK; must not block long; may call weft_pool_resize

@@ -298,6 +298,7 @@ struct weft_pool {
 	_Atomic int closing;     /* set after every ring and the overflow queue are closed */
 	_Atomic int tiny;        /* the workers' tasks are tiny: wake lazily (pool.c) */
 	_Atomic int64_t spin_ns; /* how long an idle worker spins before it parks (the tick) */
+	int64_t spin_fixed;      /* weft_pool_opts.spin: spin_ns, never halved; 0: adaptive */
 	_Atomic int cancel_all;  /* shutdown CANCEL: popped tasks are cancelled, not run */
 
 	/* The spinner's state (pool.c, "The spin"): spin_beat is written by the spinner every few

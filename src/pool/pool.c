@@ -65,26 +65,26 @@
  *   given back once, by stop_spinning or at the end of the spin, like any other), so the
  *   argument above does not depend on it: it bounds how long a task waits for a spinner that
  *   the scheduler took off the CPU; it is not needed for the wake-up to happen.
- *   The spin (step 1) lasts pool->spin_ns, set by the tick: SPIN_LONG (25 us) while the mean
- *   gap between arrivals is at most half of it, else SPIN_SHORT (4 us); and each spin that
- *   finds nothing halves the next one (down to 1/8, spin_decay), a spin that finds work
- *   restoring the full length. The cost model: a park and a futex wake cost the worker ~2 us
- *   of CPU and the task ~2 us of latency here (a futex-woken thread: 1.8 us of CPU per cycle,
- *   p50 wake-up 1.5 us), while a spin costs all of its length: one that bridges a 100 us gap
- *   costs 100 us of CPU to save ~1 us (the previous rule, twice the mean gap up to 300 us,
- *   did that at 10,000 tasks/s: ~100 us of CPU per task). So a worker spins long only while
- *   tasks come close together, where a ready worker also spares the submitter a futex call
- *   per task (the throughput case), and otherwise parks after a short look. A timer cannot
- *   wake it just before the next arrival any cheaper: a timed sleep and its wake-up cost ~20 us
- *   of CPU on this VM. At most one worker starts a spin at a time (woken token-holders spin
- *   too). A spinner pauses between looks and never calls sched_yield: measured on 2 CPUs with
- *   two busy loops, a spinner that yielded every 32 looks ran ~10 us, then waited 4-8 ms (a
- *   time slice) for the CPU while nspinning > 0 kept submitters from waking anyone: p50
- *   submit-to-start ~1 ms. Instead a spin is bounded by the CPU budget: the spinner reads the
- *   clock every few looks (spin_beat, for step 3), and a gap over SPIN_PREEMPTED (200 us)
- *   between two reads means it was off the CPU for a time slice, so the CPUs are
- *   oversubscribed: it stops, and nobody spins for a back-off (10 ms, doubling up to 2 s while
- *   such preemptions keep coming, back to 10 ms after a quiet while; spin_preempted);
+ *   The spin (step 1) lasts pool->spin_ns: a fixed spin (weft_pool_opts.spin, the caller's trade of
+ *   CPU for latency) as it is, never halved; otherwise set by the tick: SPIN_LONG (25 us) while the
+ *   mean gap between arrivals is at most half of it, else SPIN_SHORT (4 us); and each spin that
+ *   finds nothing halves the next one (down to 1/8, spin_decay), a spin that finds work restoring
+ *   the full length. The cost model: a park and a futex wake cost the worker ~2 us of CPU and the
+ *   task ~2 us of latency here (a futex-woken thread: 1.8 us of CPU per cycle, p50 wake-up 1.5 us),
+ *   while a spin costs all of its length: one that bridges a 100 us gap costs 100 us of CPU to save
+ *   ~1 us (the previous rule, twice the mean gap up to 300 us, did that at 10,000 tasks/s: ~100 us
+ *   of CPU per task). So a worker spins long only while tasks come close together, where a ready
+ *   worker also spares the submitter a futex call per task (the throughput case), and otherwise
+ *   parks after a short look. A timer cannot wake it just before the next arrival any cheaper: a
+ *   timed sleep and its wake-up cost ~20 us of CPU on this VM. At most one worker starts a spin at
+ *   a time (woken token-holders spin too). A spinner pauses between looks and never calls
+ *   sched_yield: measured on 2 CPUs with two busy loops, a spinner that yielded every 32 looks ran
+ *   ~10 us, then waited 4-8 ms (a time slice) for the CPU while nspinning > 0 kept submitters from
+ *   waking anyone: p50 submit-to-start ~1 ms. Instead a spin is bounded by the CPU budget: the
+ *   spinner reads the clock every few looks (spin_beat, for step 3), and a gap over SPIN_PREEMPTED
+ *   (200 us) between two reads means it was off the CPU for a time slice, so the CPUs are
+ *   oversubscribed: it stops, and nobody spins for a back-off (10 ms, doubling up to 2 s while such
+ *   preemptions keep coming, back to 10 ms after a quiet while; spin_preempted);
  *   meanwhile tasks go to woken workers, which the scheduler runs soon after their wake-up (a
  *   sleeper's wake-up preempts a CPU hog, a spinner that has used its share does not).
  *   Measured (2 CPUs, 10,000 tasks/s): with two busy loops, most gaps over 30 us were 1-8 ms
@@ -1177,7 +1177,7 @@ static int spin(struct weft__worker *w, struct weft__task *t)
 	weft_pool *p = w->pool;
 	int64_t now = weft_now();
 	atomic_store_explicit(&p->spin_beat, now, RELAXED);
-	int decay = atomic_load_explicit(&p->spin_decay, RELAXED);
+	int decay = p->spin_fixed ? 0 : atomic_load_explicit(&p->spin_decay, RELAXED);
 	int64_t len = atomic_load_explicit(&p->spin_ns, RELAXED) >> decay;
 	if (now < atomic_load_explicit(&p->spin_off_until, RELAXED))
 		len = 0;
@@ -1203,7 +1203,8 @@ static int spin(struct weft__worker *w, struct weft__task *t)
 		if (t1 >= end || preempted) {
 			/* Nothing came: the next spin is half as long (a spin cut short by a
 			 * preemption or a back-off says nothing about the arrivals). */
-			if (t1 >= end && !preempted && len > 0 && decay < WEFT__POOL_SPIN_DECAY_MAX)
+			if (t1 >= end && !preempted && len > 0 &&
+			    decay < WEFT__POOL_SPIN_DECAY_MAX && !p->spin_fixed)
 				atomic_store_explicit(&p->spin_decay, decay + 1, RELAXED);
 			return 0;
 		}
@@ -1442,7 +1443,8 @@ WEFT_API int weft_pool_create(weft_pool **ret, const weft_pool_opts *opts)
 	if (name_len == 0 || name_len > WEFT__POOL_NAME_MAX)
 		return -EINVAL;
 	if (o->idle_timeout < 0 || o->block_timeout < 0 || o->tick < 0 || o->window < 0 ||
-	    o->runaway_ticks < 0 || o->wait_target < 0 || o->stall_after < 0)
+	    o->runaway_ticks < 0 || o->wait_target < 0 || o->stall_after < 0 || o->spin < 0 ||
+	    o->spin > WEFT_POOL_SPIN_MAX)
 		return -EINVAL;
 	if (o->tick && (o->tick < WEFT_MSEC(1) || o->tick > WEFT_SEC(3600)))
 		return -EINVAL;
@@ -1493,7 +1495,8 @@ WEFT_API int weft_pool_create(weft_pool **ret, const weft_pool_opts *opts)
 	atomic_store_explicit(&p->min_threads, min, RELAXED);
 	atomic_store_explicit(&p->max_threads, max, RELAXED);
 	atomic_store_explicit(&p->ntarget, 1, RELAXED);
-	atomic_store_explicit(&p->spin_ns, WEFT__POOL_SPIN_SHORT, RELAXED);
+	p->spin_fixed = o->spin;
+	atomic_store_explicit(&p->spin_ns, o->spin ? o->spin : WEFT__POOL_SPIN_SHORT, RELAXED);
 	atomic_store_explicit(&p->spin_backoff, WEFT__POOL_SPIN_BACKOFF_MIN, RELAXED);
 
 	weft__mutex_init(&p->ctl, WEFT__RANK_POOL);

@@ -605,11 +605,13 @@ static void tick_once(weft_pool *p, int64_t now)
 		weft__pool_wake(p);
 
 	/* The spin of an idle worker (internal/pool.h): long while the mean gap between arrivals
-	 * is at most half of it. */
-	double gap2 = v.arrival_rate > 0 ? 2e9 / v.arrival_rate : INFINITY;
-	int64_t spin =
-	        gap2 <= (double)WEFT__POOL_SPIN_LONG ? WEFT__POOL_SPIN_LONG : WEFT__POOL_SPIN_SHORT;
-	atomic_store_explicit(&p->spin_ns, spin, RELAXED);
+	 * is at most half of it; a fixed one stays. */
+	if (!p->spin_fixed) {
+		double gap2 = v.arrival_rate > 0 ? 2e9 / v.arrival_rate : INFINITY;
+		int64_t spin = gap2 <= (double)WEFT__POOL_SPIN_LONG ? WEFT__POOL_SPIN_LONG
+		                                                    : WEFT__POOL_SPIN_SHORT;
+		atomic_store_explicit(&p->spin_ns, spin, RELAXED);
+	}
 }
 
 void weft__pool_tick_now(weft_pool *p)

@@ -265,6 +265,8 @@ TEST(create_invalid)
 	        {{.runaway_ticks = -1}},
 	        {{.wait_target = -1}},
 	        {{.stall_after = -1}},
+	        {{.spin = -1}},
+	        {{.spin = WEFT_POOL_SPIN_MAX + 1}},
 	        {{.queue_max = ((size_t)1 << 40) + 1}},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -286,6 +288,49 @@ TEST(create_invalid)
 	ASSERT_OK(weft_pool_create(&p, &ok));
 	ASSERT_EQ(threads_of(p), 2);
 	ASSERT_GE(atomic_load(&p->max_threads), 2);
+	weft_pool_destroy(p);
+	weft_metrics_destroy(m);
+}
+
+static int64_t process_cpu(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* A fixed spin (opts.spin) is spun whole after every task, however many spins before it found
+ * nothing: the adaptive one would be down to an eighth after three. Seen as the CPU the process
+ * uses while it sits idle after a task: about the spin (5 ms) on the sixth quiet gap in a row. A
+ * spinner preempted by another process backs off (no spin for 10 ms or more), so on a busy
+ * machine a round may see less: one round in ten must see it. The tick may not change it. */
+TEST_TIMEOUT(fixed_spin_is_not_halved, 60)
+{
+	weft_metrics *m = registry();
+	weft_pool *p;
+	ASSERT_OK(weft_pool_create(&p, &(weft_pool_opts){.min_threads = 1,
+	                                                 .max_threads = 1,
+	                                                 .spin = WEFT_MSEC(5),
+	                                                 .tick = WEFT_MSEC(1),
+	                                                 .metrics = m}));
+	int64_t best = 0;
+	for (int round = 0; round < 10 && best < WEFT_MSEC(3); round++) {
+		int64_t used = 0;
+		for (int k = 0; k < 6; k++) {
+			weft_future *f;
+			ASSERT_OK(weft_pool_submit(p, count_task, NULL, &f));
+			ASSERT_OK(weft_future_wait(f, weft_deadline_in(WEFT_SEC(10)), NULL));
+			weft_future_release(f);
+			int64_t c0 = process_cpu();
+			usleep(15000);
+			used = process_cpu() - c0;
+		}
+		if (used > best)
+			best = used;
+	}
+	printf("# CPU used in the sixth quiet 15 ms after a task: %.2f ms\n", (double)best / 1e6);
+	ASSERT_GE(best, WEFT_MSEC(3));
+	ASSERT_EQ(atomic_load(&p->spin_ns), WEFT_MSEC(5));
 	weft_pool_destroy(p);
 	weft_metrics_destroy(m);
 }
