@@ -178,10 +178,11 @@ struct worker {
 	size_t altstack_size;
 
 	/* scope.c, owner-written (at the end: the hot fields above keep their lines) */
-	weft__fiber *reaping; /* remote_root taken whole, not yet unlinked (the owner's) */
-	long root_reaped;     /* blocks unlinked from remote_root ever: the backlog is
-	                         remote_root_n - root_reaped (a lower bound, exact at rest) */
-	uint64_t reap_id;     /* id_next at the last periodic check: no spawn of its own since */
+	weft__fiber *reaping;     /* remote_root taken whole, not yet unlinked (the owner's) */
+	_Atomic long root_reaped; /* blocks unlinked from remote_root ever (the owner's
+	                             relaxed stores; a test hook reads it): the backlog is
+	                             remote_root_n - root_reaped (a lower bound, exact at rest) */
+	uint64_t reap_id; /* id_next at the last periodic check: no spawn of its own since */
 	/* units of the root's count this worker holds that are no fiber's (exits not given back
 	 * yet, spawns taken ahead): root_got - root_used, two counters that only grow, so that a
 	 * reader can bound the sum (scope.c: weft__root_alive) */
@@ -364,10 +365,12 @@ static inline bool weft__remote_root_pending(worker *w)
 	return w->reaping || atomic_load_explicit(&w->remote_root, memory_order_relaxed);
 }
 
-/* How many blocks of w's root fibers that died elsewhere wait (the owner; may lag the pushes). */
+/* How many blocks of w's root fibers that died elsewhere wait (the owner; or, lagging the reaps
+ * too, any thread: scope.c's test hook). May lag the pushes. */
 static inline long weft__remote_root_backlog(worker *w)
 {
-	return atomic_load_explicit(&w->remote_root_n, memory_order_relaxed) - w->root_reaped;
+	return atomic_load_explicit(&w->remote_root_n, memory_order_relaxed) -
+	       atomic_load_explicit(&w->root_reaped, memory_order_relaxed);
 }
 
 /* One block of w's root fibers that died on other workers, unlinked (scope.c), or NULL. */
