@@ -14,13 +14,14 @@
 #   name=idle impl=I after_create_cpu_pct= after_work_cpu_pct=
 #   ratio figure=throughput weft/plain=X weft/glib=X ... (> 1: weft does more tasks per second)
 #   ratio figure=latency_p50 ... and latency_p99, latency_cpu_per_task (< 1: weft's is lower)
+#   rounds figure=latency_p99 weft<plain=W/R ...: the rounds in which weft's p99 was the lower
 # (the median of weft's figure over the peer's; weft/weft-nomeasure is what the measurements cost;
 # the latency ratios are printed for weft-spin too, base=weft-spin)
 # What each figure measures and leaves out: the head comment of bench/pool/common.c.
 #
 # The figures are interleaved to share the machine's noise fairly: each round runs one process
 # per pool (in an order rotated every round), each process one timed run after its own warm-up;
-# a figure's median, min and max are over the rounds (7 for throughput, 5 for latency, 1 for idle;
+# a figure's median, min and max are over the rounds (7 for throughput, 9 for latency, 1 for idle;
 # --quick: 3, 1, 1 with smaller runs, for a smoke test). The raw lines are kept in
 # BUILD_DIR/bench/pool/raw.txt.
 #
@@ -63,7 +64,7 @@ esac
 if [ "$quick" = 1 ]; then
 	tp_rounds=3 lat_rounds=1 tp_args="--tasks 200000" lat_args="--seconds 0.5"
 else
-	tp_rounds=7 lat_rounds=5 tp_args="" lat_args=""
+	tp_rounds=7 lat_rounds=9 tp_args="" lat_args=""
 fi
 
 missing=()   # "impl (reason)"
@@ -272,6 +273,7 @@ function hi(s,    a, n, i, m) {
 		skip = "name impl tasks_per_s min max runs tasks cpu_per_task_ns"
 	} else if (f == "latency") {
 		p50[im] = p50[im] " " kv["p50_us"]; p99[im] = p99[im] " " kv["p99_us"]
+		p99r[im, ++nr[im]] = kv["p99_us"]
 		mx[im] = mx[im] " " kv["max_us"]; lcpu[im] = lcpu[im] " " kv["cpu_per_task_us"]
 		got[im] = got[im] " " kv["achieved_rate"]; rate = kv["rate"]; ltasks = kv["tasks"]
 		skip = "name impl rate tasks runs p50_us p50_min p50_max p99_us p99_min p99_max " \
@@ -303,6 +305,24 @@ function ratio(fig, arr, base,    s, i, n, a, w, v) {
 	}
 	print s
 }
+# In how many rounds the p99 of base was below that of the peer in the same round (each round
+# runs every pool once, back to back: a paired comparison, which slow drifts of the machine do
+# not bias).
+function wins(fig, base,    s, i, n, a, r, w, m) {
+	if (!((base) in p99)) return
+	n = split(order, a, " ")
+	s = "rounds figure=" fig
+	for (i = 1; i <= n; i++) {
+		if (a[i] == base || !(a[i] in p99)) continue
+		w = 0; m = 0
+		for (r = 1; r <= nr[base] && r <= nr[a[i]]; r++) {
+			m++
+			if (p99r[base, r] + 0 < p99r[a[i], r] + 0) w++
+		}
+		s = s sprintf(" %s<%s=%d/%d", base, a[i], w, m)
+	}
+	print s
+}
 END {
 	n = split(order, a, " ")
 	for (i = 1; i <= n; i++) {
@@ -330,6 +350,7 @@ END {
 	ratio("latency_p50", p50, "weft")
 	ratio("latency_p99", p99, "weft")
 	ratio("latency_cpu_per_task", lcpu, "weft")
+	wins("latency_p99", "weft")
 	ratio("latency_p50", p50, "weft-spin")
 	ratio("latency_p99", p99, "weft-spin")
 	ratio("latency_cpu_per_task", lcpu, "weft-spin")
