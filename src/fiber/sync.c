@@ -611,26 +611,6 @@ static int64_t wg_sum(int64_t count, long n)
 	return count + n;
 }
 
-/* add's case of a count going to 0 with a waiter maybe queued: the CAS under the spin. */
-static __attribute__((noinline)) int wg_add_locked(struct wgroup *g, long n)
-{
-	struct waiter *chain = NULL;
-	weft__spin_lock(&g->o.lock);
-	int64_t s = atomic_load_explicit(&g->state, memory_order_relaxed), c;
-	do {
-		c = wg_sum(s >> 1, n);
-		if (c < 0)
-			break;
-	} while (!atomic_compare_exchange_weak_explicit(&g->state, &s, c << 1 | (s & WG_WAITERS),
-	                                                memory_order_acq_rel,
-	                                                memory_order_relaxed));
-	if (c == 0)
-		chain = pop_all_claimed(&g->o, 0);
-	weft__spin_unlock(&g->o.lock);
-	wake_chain(chain);
-	return c < 0 ? (int)c : 0;
-}
-
 int weft_waitgroup_add(weft_waitgroup *pwg, long n)
 {
 	if (!pwg)
@@ -638,19 +618,32 @@ int weft_waitgroup_add(weft_waitgroup *pwg, long n)
 	if (n == 0)
 		return 0;
 	struct wgroup *g = wg_of(pwg);
-	int64_t s = atomic_load_explicit(&g->state, memory_order_relaxed);
+	bool locked = false;
+	int64_t s = atomic_load_explicit(&g->state, memory_order_relaxed), c;
 	for (;;) {
-		int64_t c = wg_sum(s >> 1, n);
+		c = wg_sum(s >> 1, n);
 		if (c < 0)
-			return (int)c;
-		if (c == 0 && (s & WG_WAITERS))
-			return wg_add_locked(g, n);
-		/* when c is 0 this CAS is the last access: the group may be freed right after */
+			break;
+		if (c == 0 && (s & WG_WAITERS) && !locked) {
+			/* a waiter may be queued: the zero is made under the spin (head comment) */
+			weft__spin_lock(&g->o.lock);
+			locked = true;
+			s = atomic_load_explicit(&g->state, memory_order_relaxed);
+			continue;
+		}
+		/* without the spin and c at 0, this CAS is the last access: the group may be
+		 * freed right after */
 		if (atomic_compare_exchange_weak_explicit(&g->state, &s, c << 1 | (s & WG_WAITERS),
 		                                          memory_order_acq_rel,
 		                                          memory_order_relaxed))
-			return 0;
+			break;
 	}
+	if (locked) {
+		struct waiter *chain = c == 0 ? pop_all_claimed(&g->o, 0) : NULL;
+		weft__spin_unlock(&g->o.lock);
+		wake_chain(chain);
+	}
+	return c < 0 ? (int)c : 0;
 }
 
 int weft_waitgroup_done(weft_waitgroup *wg)
