@@ -957,6 +957,19 @@ static void grow_spawner(void *arg)
 	grow.sub = NULL;
 }
 
+/* Spawn `first` pinned, wait until it runs (it stores its thread id in *first_tid and then never
+ * switches until `second` has stored its own), then `second` pinned: so the two run on different
+ * workers. */
+static void spawn_pinned_pair(weft_scope *root, weft_fiber_fn first, _Atomic int *first_tid,
+                              weft_fiber_fn second)
+{
+	ASSERT_OK(weft_spawn(root, first, NULL, &(weft_spawn_opts){.pinned = true}, NULL));
+	int64_t end = in_ms(20000);
+	while (!atomic_load(first_tid) && weft_now() < end)
+		usleep(100);
+	ASSERT_OK(weft_spawn(root, second, NULL, &(weft_spawn_opts){.pinned = true}, NULL));
+}
+
 /* Runs `cycles` children; the stacks mapped beyond the fibers alive must stay below `bound` plus
  * the most fibers alive at once. */
 static void grow_round(size_t stack, bool into_sub, int cycles, long bound)
@@ -970,14 +983,8 @@ static void grow_round(size_t stack, bool into_sub, int cycles, long bound)
 	grow.ahead = 64;
 	grow.into_sub = into_sub;
 	ASSERT_OK(weft_chan_create(&grow.ch, sizeof(long), 0));
-	ASSERT_OK(weft_spawn(grow.root, grow_spawner, NULL, &(weft_spawn_opts){.pinned = true},
-	                     NULL));
-	int64_t end = in_ms(20000);
-	while (!atomic_load(&grow.spawner_tid) && weft_now() < end)
-		usleep(100);
-	ASSERT_OK(
-	        weft_spawn(grow.root, grow_killer, NULL, &(weft_spawn_opts){.pinned = true}, NULL));
-	end = in_ms(60000);
+	spawn_pinned_pair(grow.root, grow_spawner, &grow.spawner_tid, grow_killer);
+	int64_t end = in_ms(60000);
 	long over_max = 0, alive_max = 0;
 	while (atomic_load(&grow.done) < cycles && weft_now() < end) {
 		weft_sched_stats st;
@@ -1130,16 +1137,10 @@ TEST_TIMEOUT(fiber_remote_root_blocks_stay_bounded_with_a_full_cache, 120)
 	ASSERT_OK(weft_chan_create(&feed.kill, sizeof(long), 0));
 	ASSERT_OK(weft_chan_create(&feed.feed, sizeof(long), 0));
 	ASSERT_EQ(sem_init(&feed.room, 0, (unsigned)feed.ahead), 0);
-	ASSERT_OK(weft_spawn(feed.root, feed_spawner, NULL, &(weft_spawn_opts){.pinned = true},
-	                     NULL));
-	int64_t end = in_ms(20000);
-	while (!atomic_load(&feed.spawner_tid) && weft_now() < end)
-		usleep(100);
-	ASSERT_OK(
-	        weft_spawn(feed.root, feed_killer, NULL, &(weft_spawn_opts){.pinned = true}, NULL));
+	spawn_pinned_pair(feed.root, feed_spawner, &feed.spawner_tid, feed_killer);
 	pthread_t feeder;
 	ASSERT_EQ(pthread_create(&feeder, NULL, feed_thread, NULL), 0);
-	end = in_ms(60000);
+	int64_t end = in_ms(60000);
 	while (atomic_load(&feed.done) < feed.cycles && weft_now() < end)
 		usleep(1000);
 	long done = atomic_load(&feed.done);
