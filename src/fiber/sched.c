@@ -90,6 +90,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/membarrier.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -261,7 +264,7 @@ static inline void prefetch_next(const worker *w, uint32_t h, uint32_t t)
 	/* and the frames a short fiber's run goes down to (fiber_entry, its function, the
 	 * exit's scope detach and switch) */
 	for (int i = 3; i <= 6; i++)
-		__builtin_prefetch(p - 64 * i, 1, 3);
+		weft__prefetch_w(p - 64 * i);
 }
 
 static weft__fiber *runq_get(worker *w)
@@ -1471,8 +1474,15 @@ static void atfork_child(void)
 static pthread_once_t process_once = PTHREAD_ONCE_INIT;
 static int process_init_result;
 
+bool weft__have_prefetchw;
+
 static void process_init(void)
 {
+#if defined(__x86_64__)
+	unsigned a, b, c, d;
+	/* cpuid 0x80000001, ECX bit 8: PREFETCHW (fiber-impl.h: weft__prefetch_w) */
+	weft__have_prefetchw = __get_cpuid(0x80000001, &a, &b, &c, &d) && (c & bit_PRFCHW);
+#endif
 	canary_secret = (uint64_t)weft_now() * 0xD6E8FEB86659FD93ull ^ (uint64_t)getpid();
 	asym_cancel_init();
 	if (pthread_atfork(NULL, NULL, atfork_child) != 0) {

@@ -450,8 +450,8 @@ void weft__remote_reap(weft_sched *s, worker *from, worker *w)
 	while (list) {
 		weft__fiber *end = list;
 		for (int i = 0; end && i < REAP_CHUNK; i++, end = end->next) {
-			__builtin_prefetch(&end->scope, 1, 3);
-			__builtin_prefetch(&end->scope_next, 1, 3);
+			weft__prefetch_w(&end->scope);
+			weft__prefetch_w(&end->scope_next);
 		}
 		struct scope_shard *held = NULL;
 		weft_scope *held_sc = NULL;
