@@ -95,8 +95,10 @@ typedef struct weft_sched_opts {
 	                       WEFT_FIBERS_DEFAULT_MAX; at most WEFT_FIBERS_MAX */
 	int guard;          /* enum weft_sched_guard */
 	unsigned flags;     /* WEFT_SCHED_* */
-	size_t stack_cache; /* bytes of free stacks (mapped, not resident) each worker keeps for
-	                       reuse, and the spare list as much again per worker; 0: 64 MiB */
+	size_t stack_cache; /* bytes of free stacks (their mapped size; each keeps the pages its
+	                       last fiber touched) each worker keeps for reuse, and the spare list
+	                       as much again per worker; 0: 64 MiB. Past it, a spawn maps a stack
+	                       and an exit unmaps one (docs/fiber.md, Limits) */
 	weft_metrics
 	        *metrics; /* registry for the scheduler's series; NULL: weft_metrics_global() */
 } weft_sched_opts;
