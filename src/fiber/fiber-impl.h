@@ -301,10 +301,10 @@ static inline bool weft__canary_ok(const weft__fiber *f)
  * worker, the frames of a stolen fiber). gcc emits x86-64's PREFETCHW for __builtin_prefetch(p, 1)
  * only when built for a CPU that has it (-mprfchw), which a distribution's build is not: without
  * it the line comes in shared and each store then waits for the other core's copy to be
- * invalidated (measured: spawn on two workers 117 against 127 ns). So the instruction is written
- * here, used where cpuid says the CPU has it (weft__have_prefetchw, set by sched.c's
- * process_init), a read prefetch elsewhere. aarch64's __builtin_prefetch(p, 1) is PRFM PSTL1KEEP
- * already. */
+ * invalidated (measured: spawn on two workers about 118 against 130 ns). So the instruction is
+ * written here, used where cpuid says the CPU has it (weft__have_prefetchw, set by sched.c's
+ * process_init), a read prefetch elsewhere. aarch64's __builtin_prefetch(p, 1) is PRFM
+ * PSTL1KEEP already. */
 extern bool weft__have_prefetchw;
 static inline void weft__prefetch_w(const void *p)
 {
