@@ -11,8 +11,8 @@
  *              waves of W (--wave, default 1,000), waiting (weft_waitgroup_wait) for each wave
  *              before the next: the time over N, ns per spawn + run + complete. A wave's fibers
  *              may be alive at once: a worker's stack cache (64 MiB of stacks by default) and
- *              the scheduler's spare list (as much again) hold a wave of 1,000 default stacks,
- *              so a warm run maps none; a wave past them maps a stack per spawn (docs/fiber.md,
+ *              the scheduler's spare list (as much again, and a burst's stacks past that while
+ *              spawns use them) hold a wave's stacks, so a warm run maps none (docs/fiber.md,
  *              Limits).
  *   parked     in a child process: N fibers (default 1,000,000) with a 4 KiB stack (--stack; the
  *              default guard mode: guard pages while the kernel's map budget allows, then canaries:

@@ -14,7 +14,8 @@
 #   yield      weft, Go (Gosched), Boost.Fiber                                        ns/yield
 #   chan       unbuffered hand-off: weft, Go, Boost.Fiber                              ns/hand-off
 #   spawn      spawn + run + complete, 1 and 2 threads, in waves of 1,000 fibers alive at once,
-#              and on 1 thread in waves of 50 (spawn-1t-w50): weft, Go              ns/fiber
+#              and on 1 thread in waves of 50 and 10,000 (spawn-1t-w50, spawn-1t-w10000):
+#              weft, Go                                                                ns/fiber
 #   parked     1,000,000 parked fibers: peak RSS of weft (4 KiB stacks, overflow detection on:
 #              guard pages while the map budget lasts, then canaries; and 2 KiB stacks, two to a
 #              page with canaries: parked-stack2048) and Go
@@ -181,9 +182,10 @@ for f in $figs; do
 		run boost-fiber "$f-boost" "$out/boost-fiber" "$f" $ops_args
 		;;
 	spawn)
-		# waves of 1,000 alive at once, on 1 and 2 threads; and waves of 50, which fit in
-		# weft's stack cache
-		for tw in 1:1000 2:1000 1:50; do
+		# waves of 1,000 alive at once, on 1 and 2 threads; waves of 50, which fit in weft's
+		# stack cache; waves of 10,000, past the ring (the injection queue) and the cache's
+		# floor (the spare list keeps them)
+		for tw in 1:1000 2:1000 1:50 1:10000; do
 			t=${tw%:*} w=${tw#*:}
 			# shellcheck disable=SC2086
 			run weft "spawn$t-$w-weft" "$fw" spawn --threads $t --wave $w $ops_args

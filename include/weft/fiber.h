@@ -97,8 +97,9 @@ typedef struct weft_sched_opts {
 	unsigned flags;     /* WEFT_SCHED_* */
 	size_t stack_cache; /* bytes of free stacks (their mapped size; each keeps the pages its
 	                       last fiber touched) each worker keeps for reuse, and the spare list
-	                       as much again per worker; 0: 64 MiB. Past it, a spawn maps a stack
-	                       and an exit unmaps one (docs/fiber.md, Limits) */
+	                       as much again per worker however long unused; 0: 64 MiB. Past it,
+	                       the spare list keeps a burst's stacks until they sit unused for a
+	                       second (docs/fiber.md, Limits) */
 	weft_metrics
 	        *metrics; /* registry for the scheduler's series; NULL: weft_metrics_global() */
 } weft_sched_opts;

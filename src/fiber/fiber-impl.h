@@ -242,8 +242,12 @@ struct weft_sched {
 	/* the injection queue: spawns and wakes from plain threads, run-queue overflow */
 	char pad6_[64];
 	weft__spin inject_lock;
-	weft__fiber *inject_head, *inject_tail;
-	_Atomic long inject_n;
+	struct weft__inject_chunk *inject_first, *inject_last; /* the queue, oldest first */
+	struct weft__inject_chunk *inject_free;                /* empty ones kept for reuse */
+	int inject_nfree;
+	bool inject_turn;                       /* chunks and list both hold some: whose turn */
+	weft__fiber *inject_head, *inject_tail; /* what found no chunk (no memory), via f->next */
+	_Atomic long inject_n;                  /* in both */
 
 	/* parking (see sched.c: the wake-up protocol) */
 	char pad7_[64];
@@ -255,10 +259,18 @@ struct weft_sched {
 	_Atomic long guarded, canaried; /* stacks now */
 
 	/* free stacks of the default size beyond the workers' caches, for spawns from plain
-	 * threads and workers whose cache is empty (stack.c) */
+	 * threads and workers whose cache is empty, and what a burst left past the floor until a
+	 * period has shown it unused (stack.c: Caching) */
 	weft__spin spare_lock;
 	weft__fiber *spare;
 	size_t spare_bytes;
+	size_t spare_floor; /* stack_cache per worker: kept however long it sits unused */
+	size_t spare_low;   /* the least spare_bytes since the period began */
+	size_t spare_owed;  /* bytes the last period left unused past the floor, still to free */
+	/* when the next trim step is due (weft_now); INT64_MAX while the spare is within its
+	 * floor. Read without the lock by every worker's periodic check and before it parks. */
+	_Atomic int64_t spare_trim_at;
+	_Atomic int trim_sleeper; /* 1: a parked worker sleeps until spare_trim_at (sched.c) */
 
 	/* metrics */
 	weft_metrics *metrics;
@@ -337,6 +349,7 @@ int weft__stack_get(weft_sched *s, worker *w, size_t size, weft__fiber **ret);
 void weft__stack_put(weft_sched *s, worker *w, weft__fiber *f);
 void weft__stack_cache_free(weft_sched *s, worker *w);
 void weft__stack_spare_free(weft_sched *s);
+void weft__stack_trim(weft_sched *s, int64_t now);
 int weft__stack_init_process(void);
 int weft__stack_altstack(worker *w);
 void weft__stack_altstack_free(worker *w);

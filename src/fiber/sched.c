@@ -16,7 +16,8 @@
  *             1024). A full ring moves half of itself to the injection queue.
  *   inbox     pinned fibers made runnable by anyone: only the owner takes them (never stolen)
  * and one injection queue per scheduler (spawns and wakes from plain threads, ring overflow),
- * under a spin lock, checked first every 61 schedule calls so it cannot starve. A scheduler of
+ * under a spin lock, checked first every 61 schedule calls so it cannot starve; it holds fiber
+ * pointers in chunks (inject_push), and a worker takes its share into its ring. A scheduler of
  * one worker (`solo`) has no stealers: its owner takes runnext and head with plain loads and
  * stores instead of CAS/exchange (runnext_swap), and readying from that worker wakes nobody (the
  * only worker is the caller). The owner prefetches the block of the next fiber in its ring as it
@@ -200,39 +201,106 @@ static inline void san_end(worker *w, weft__fiber *self)
 
 /* ---- run queues ------------------------------------------------------------------------------ */
 
-static void inject_push(weft_sched *s, weft__fiber *first, weft__fiber *last, long n)
+/* The injection queue holds fiber pointers in chunks, in order, so that taking a batch of them
+ * reads the chunk and none of the fibers: linked through the fibers themselves, a batch taken
+ * was a chain of dependent loads, each a fiber's block that last ran a whole queue ago (cold
+ * in the caches and the TLB): with 10,000 runnable on one worker, walking them twice (under
+ * the lock for the batch's end, then to queue them) was two thirds of a spawn's time. A chunk
+ * is allocated outside the lock, and a pusher that gets no memory links the rest through the
+ * fibers' `next` (the list): nothing is lost, and the two are taken in turn. */
+#define INJECT_CHUNK 510 /* 4 KiB with the header */
+/* A fiber's stack below this much room calls neither malloc nor free here (the allocator's and the
+ * sanitizers' interceptors' frames): a pusher links the fibers instead, a taker keeps the chunk
+ * (and trim_if_due leaves the spare stacks' trim to another). */
+#define INJECT_ALLOC_STACK 16384
+#define INJECT_FREE_MAX 4
+
+struct weft__inject_chunk {
+	struct weft__inject_chunk *next;
+	uint32_t head, tail; /* f[head..tail) wait */
+	weft__fiber *f[INJECT_CHUNK];
+};
+
+/* Room for malloc and free on this stack: a plain thread's or the worker loop's, or a fiber's with
+ * INJECT_ALLOC_STACK left below this frame. */
+static bool stack_roomy(void)
 {
-	last->next = NULL;
+	const weft__fiber *f = weft__tls_fiber;
+	const char *sp = __builtin_frame_address(0);
+	return !f || (sp > f->stack.lo && (size_t)(sp - f->stack.lo) >= INJECT_ALLOC_STACK);
+}
+
+/* Append n fibers of w's ring from slot h on (runq_overflow, after its CAS took them: the owner
+ * may read them) and then `last` if not NULL. */
+static void inject_push(weft_sched *s, const worker *w, uint32_t h, uint32_t n, weft__fiber *last)
+{
+	uint32_t total = n + (last != NULL), done = 0;
+	long counted = 0;
+	struct weft__inject_chunk *fresh = NULL;
 	weft__spin_lock(&s->inject_lock);
-	if (s->inject_tail)
-		s->inject_tail->next = first;
-	else
-		s->inject_head = first;
-	s->inject_tail = last;
-	atomic_fetch_add_explicit(&s->inject_n, n, memory_order_relaxed);
+	while (done < total) {
+		struct weft__inject_chunk *c = s->inject_last;
+		if (!c || c->tail == INJECT_CHUNK) {
+			if ((c = s->inject_free)) {
+				s->inject_free = c->next;
+				s->inject_nfree--;
+			} else if (fresh) {
+				c = fresh;
+				fresh = NULL;
+			} else if (!stack_roomy()) {
+				break; /* the rest to the list */
+			} else {
+				/* count what is in, so no taker sees more than inject_n says */
+				atomic_fetch_add_explicit(&s->inject_n, done - counted,
+				                          memory_order_relaxed);
+				counted = done;
+				weft__spin_unlock(&s->inject_lock);
+				fresh = weft__malloc(sizeof(*fresh));
+				weft__spin_lock(&s->inject_lock);
+				if (!fresh)
+					break;
+				continue;
+			}
+			c->next = NULL;
+			c->head = c->tail = 0;
+			if (s->inject_last)
+				s->inject_last->next = c;
+			else
+				s->inject_first = c;
+			s->inject_last = c;
+		}
+		for (; done < total && c->tail < INJECT_CHUNK; done++)
+			c->f[c->tail++] =
+			        done < n ? atomic_load_explicit(&w->ring[(h + done) % RUNQ_SIZE],
+			                                        memory_order_relaxed)
+			                 : last;
+	}
+	for (; done < total; done++) { /* no chunk to be had */
+		weft__fiber *f = done < n ? atomic_load_explicit(&w->ring[(h + done) % RUNQ_SIZE],
+		                                                 memory_order_relaxed)
+		                          : last;
+		f->next = NULL;
+		if (s->inject_tail)
+			s->inject_tail->next = f;
+		else
+			s->inject_head = f;
+		s->inject_tail = f;
+	}
+	atomic_fetch_add_explicit(&s->inject_n, done - counted, memory_order_relaxed);
 	weft__spin_unlock(&s->inject_lock);
+	free(fresh); /* another pusher's chunk came free meanwhile */
 }
 
 /* runq_put's full ring: half of it (from head, racing stealers) and f to the injection queue.
  * False if a stealer moved head meanwhile (the caller looks again). The owner may read the slots
- * after its CAS, unlike a stealer: only the owner writes slots, and it writes none here. No array
- * on the stack: this runs on fibers' small stacks. */
+ * after its CAS, unlike a stealer: only the owner writes slots, and it writes none here. */
 static __attribute__((noinline, cold)) bool runq_overflow(worker *w, weft__fiber *f, uint32_t h)
 {
 	uint32_t n = RUNQ_SIZE / 2;
 	if (!atomic_compare_exchange_strong_explicit(&w->head, &h, h + n, memory_order_acq_rel,
 	                                             memory_order_relaxed))
 		return false;
-	weft__fiber *first = atomic_load_explicit(&w->ring[h % RUNQ_SIZE], memory_order_relaxed);
-	weft__fiber *last = first;
-	for (uint32_t i = 1; i < n; i++) {
-		weft__fiber *g =
-		        atomic_load_explicit(&w->ring[(h + i) % RUNQ_SIZE], memory_order_relaxed);
-		last->next = g;
-		last = g;
-	}
-	last->next = f;
-	inject_push(w->s, first, f, (long)n + 1);
+	inject_push(w->s, w, h, n, f);
 	return true;
 }
 
@@ -343,38 +411,102 @@ static bool runq_empty(worker *w)
 	       !atomic_load_explicit(&w->runnext, memory_order_acquire);
 }
 
-/* Take from the injection queue: one to run, plus a fair share moved to w's ring. */
+static void inject_chunks_free(struct weft__inject_chunk *c)
+{
+	while (c) {
+		struct weft__inject_chunk *next = c->next;
+		free(c);
+		c = next;
+	}
+}
+
+/* Under inject_lock: the next fiber from the chunks, or NULL; an emptied chunk goes to the free
+ * ones, or onto *gone past INJECT_FREE_MAX (freed after the unlock). */
+static weft__fiber *inject_chunk_pop(weft_sched *s, struct weft__inject_chunk **gone)
+{
+	struct weft__inject_chunk *c = s->inject_first;
+	if (!c || c->head == c->tail)
+		return NULL;
+	weft__fiber *f = c->f[c->head++];
+	if (c->head == c->tail && (c->tail == INJECT_CHUNK || c->next)) {
+		s->inject_first = c->next;
+		if (!s->inject_first)
+			s->inject_last = NULL;
+		if (s->inject_nfree < INJECT_FREE_MAX || !stack_roomy()) {
+			c->next = s->inject_free;
+			s->inject_free = c;
+			s->inject_nfree++;
+		} else {
+			c->next = *gone;
+			*gone = c;
+		}
+	}
+	return f;
+}
+
+/* Under inject_lock: the next fiber from the list, or NULL. */
+static weft__fiber *inject_list_pop(weft_sched *s)
+{
+	weft__fiber *f = s->inject_head;
+	if (f) {
+		s->inject_head = f->next;
+		if (!s->inject_head)
+			s->inject_tail = NULL;
+	}
+	return f;
+}
+
+/* Owner: a fiber from the injection queue to run, and up to as many more as its share into w's
+ * ring (never more than the ring has room for: no overflow back into the queue). */
 static weft__fiber *inject_get(weft_sched *s, worker *w)
 {
 	if (!atomic_load_explicit(&s->inject_n, memory_order_relaxed))
 		return NULL;
+	struct weft__inject_chunk *gone = NULL;
+	uint32_t h = atomic_load_explicit(&w->head, memory_order_acquire);
+	uint32_t t = atomic_load_explicit(&w->tail, memory_order_relaxed);
+	long room = RUNQ_SIZE - (long)(t - h); /* stealers only make more */
 	weft__spin_lock(&s->inject_lock);
-	weft__fiber *f = s->inject_head;
-	if (!f) {
-		weft__spin_unlock(&s->inject_lock);
-		return NULL;
-	}
 	long n = atomic_load_explicit(&s->inject_n, memory_order_relaxed);
 	long take = n / s->nworkers + 1;
 	if (take > RUNQ_SIZE / 2)
 		take = RUNQ_SIZE / 2;
+	if (take > room + 1)
+		take = room + 1;
 	if (take > n)
 		take = n;
-	weft__fiber *last = f;
-	for (long i = 1; i < take; i++)
-		last = last->next;
-	s->inject_head = last->next;
-	if (!s->inject_head)
-		s->inject_tail = NULL;
-	atomic_fetch_sub_explicit(&s->inject_n, take, memory_order_relaxed);
-	weft__spin_unlock(&s->inject_lock);
-	weft__fiber *rest = f->next;
-	for (long i = 1; i < take; i++) {
-		weft__fiber *nx = rest->next;
-		runq_put(w, rest);
-		rest = nx;
+	weft__fiber *first = NULL;
+	long got = 0;
+	for (; got < take; got++) {
+		/* both hold some only after an allocation failed: in turn then, so neither waits
+		 * for the other to empty */
+		bool list = s->inject_head && (s->inject_turn = !s->inject_turn);
+		weft__fiber *f = list ? inject_list_pop(s) : inject_chunk_pop(s, &gone);
+		if (!f)
+			f = list ? inject_chunk_pop(s, &gone) : inject_list_pop(s);
+		if (!f)
+			break;
+		if (!first)
+			first = f;
+		else
+			atomic_store_explicit(&w->ring[t++ % RUNQ_SIZE], f, memory_order_relaxed);
 	}
-	return f;
+	atomic_fetch_sub_explicit(&s->inject_n, got, memory_order_relaxed);
+	weft__spin_unlock(&s->inject_lock);
+	atomic_store_explicit(&w->tail, t, memory_order_release);
+	if (first && got > 1)
+		prefetch_next(w, t - (uint32_t)(got - 1), t);
+	inject_chunks_free(gone);
+	return first;
+}
+
+/* The injection queue's chunks, at the scheduler's end (its fibers are all gone). */
+static void inject_free_all(weft_sched *s)
+{
+	inject_chunks_free(s->inject_first);
+	inject_chunks_free(s->inject_free);
+	s->inject_first = s->inject_last = s->inject_free = NULL;
+	s->inject_nfree = 0;
 }
 
 static weft__fiber *inbox_get(worker *w)
@@ -501,7 +633,7 @@ static __attribute__((noinline)) void ready_slow(weft_sched *s, worker *w, weft_
 			wake_worker(s, h);
 		return;
 	}
-	inject_push(s, f, f, 1);
+	inject_push(s, NULL, 0, 0, f);
 	wake_if_needed(s);
 }
 
@@ -673,14 +805,26 @@ static void run_due_timers(weft_sched *s, worker *w)
 #define REAP_BACKLOG 1024
 #define REAP_SPAWN 128
 
+/* A step of the spare stack list's trim, if one is due (stack.c: Caching); after run_due_timers,
+ * which read the clock. Not on a small fiber stack (the unmaps, and free for canary stacks): a
+ * worker's loop or another fiber does it then. */
+static inline void trim_if_due(weft_sched *s, worker *w)
+{
+	if (weft__unlikely(w->clock >=
+	                   atomic_load_explicit(&s->spare_trim_at, memory_order_relaxed)) &&
+	    stack_roomy())
+		weft__stack_trim(s, w->clock);
+}
+
 /* Every 61 schedule calls: timers due on any heap, and the injection queue first (so neither a
  * busy local queue nor a busy injection queue can starve the other); the blocks of fibers that
- * died on other workers. */
+ * died on other workers; a step of the spare stacks' trim. */
 __attribute__((noinline)) static weft__fiber *find_periodic(worker *w)
 {
 	weft_sched *s = w->s;
 	w->countdown = 61;
 	run_due_timers(s, w);
+	trim_if_due(s, w);
 	if (atomic_load_explicit(&w->remote_dead, memory_order_relaxed))
 		weft__remote_reap(s, w, w);
 	/* root fibers' blocks are reaped by the spawns (scope.c): a few here when w has not spawned
@@ -782,13 +926,22 @@ static void park_worker(weft_sched *s, worker *w)
 			return;
 		/* a waker popped us: its futex store is on the way; take it */
 	} else {
-		int64_t deadline = earliest_timer(s);
+		/* the earliest timer, or the spare stacks' next trim step (stack.c: Caching) for
+		 * one parked worker at a time, not all of them */
+		int64_t deadline = earliest_timer(s),
+		        trim = atomic_load_explicit(&s->spare_trim_at, memory_order_relaxed);
+		bool trimmer = trim < deadline &&
+		               !atomic_exchange_explicit(&s->trim_sleeper, 1, memory_order_relaxed);
+		if (trimmer)
+			deadline = trim;
 		if (deadline == INT64_MAX)
 			deadline = WEFT_FOREVER;
 		while (!atomic_load_explicit(&w->futex, memory_order_acquire)) {
 			if (weft__futex_wait(&w->futex, 0, deadline) == -ETIMEDOUT)
 				break;
 		}
+		if (trimmer)
+			atomic_store_explicit(&s->trim_sleeper, 0, memory_order_relaxed);
 		if (atomic_load_explicit(&w->futex, memory_order_acquire))
 			woken = true;
 		else if (idle_remove(s, w))
@@ -820,6 +973,7 @@ static weft__fiber *find_runnable(weft_sched *s, worker *w)
 			if (atomic_load_explicit(&w->remote_dead, memory_order_relaxed))
 				weft__remote_reap(s, w, w);
 			run_due_timers(s, w);
+			trim_if_due(s, w);
 			f = find_local(w);
 		}
 		if (f) {
@@ -1520,6 +1674,7 @@ static void sched_free(weft_sched *s)
 		}
 	}
 	weft__stack_spare_free(s);
+	inject_free_all(s);
 	metrics_fini(s);
 	weft__scope_free_root(s);
 	free(s->workers);
@@ -1563,6 +1718,10 @@ int weft_sched_create(weft_sched **ret, const weft_sched_opts *opts)
 	s->stack_cache = o.stack_cache                     ? o.stack_cache
 	                 : WEFT__TSAN || weft__on_valgrind ? (size_t)4 << 20
 	                                                   : (size_t)64 << 20;
+	s->spare_floor = s->stack_cache > SIZE_MAX / (size_t)s->nworkers
+	                         ? SIZE_MAX
+	                         : s->stack_cache * (size_t)s->nworkers;
+	atomic_store_explicit(&s->spare_trim_at, INT64_MAX, memory_order_relaxed);
 	s->fork_gen = weft__fork_gen();
 	int r;
 	if (o.metrics) {

@@ -26,13 +26,30 @@
  *
  * Caching. Each worker keeps freed stacks of the scheduler's default size in a LIFO list, up to
  * opts.stack_cache bytes, so a spawn on a worker usually reuses a warm stack with no system call
- * and no lock; past that, a scheduler-wide spare list under a spin lock holds as much again per
- * worker, for spawns from plain threads and for workers whose own cache ran dry. Other sizes, and
- * anything past both caps, are freed. What is cached is the dead fiber's block as it stands (the
- * lists are linked through its `next`): its control block keeps its `stack` record (and TSan's
- * state, the canary, the wait word's sequence), so a spawn pops a block and resets only the
- * fields a life changes (sched.c: fiber_init); only a new stack's control block starts zeroed
- * (an anonymous mapping is zero already; a malloc'd block is cleared).
+ * and no lock; past that, a scheduler-wide spare list under a spin lock takes the rest, for spawns
+ * from plain threads and for workers whose own cache ran dry. Other sizes are freed. What is
+ * cached is the dead fiber's block as it stands (the lists are linked through its `next`): its
+ * control block keeps its `stack` record (and TSan's state, the canary, the wait word's
+ * sequence), so a spawn pops a block and resets only the fields a life changes (sched.c:
+ * fiber_init); only a new stack's control block starts zeroed (an anonymous mapping is zero
+ * already; a malloc'd block is cleared).
+ *
+ * The spare list's size. It keeps its floor (stack_cache per worker) however long it sits unused.
+ * Past the floor it keeps what a burst left, for as long as spawns use it: a program whose waves
+ * of fibers outgrow the caches would otherwise map a stack at every spawn and unmap one at every
+ * exit (a system call pair and fresh page faults per fiber: 8,550 ns per spawn on one worker in
+ * waves of 10,000, against 88 in waves of 1,000). What stays unused past the floor for a whole
+ * period goes: spare_low is the least the list held since the period began; at its end
+ * (TRIM_PERIOD), spare_low - floor bytes are owed, freed TRIM_BATCH blocks per step (TRIM_STEP
+ * apart, so no worker spends long away from its fibers: the steps run at the workers' periodic
+ * checks, sched.c: find_periodic, and when they run out of work; a parked worker, one at a time,
+ * sleeps no later than the next step, spare_trim_at). A take from the list during a debt only
+ * lowers it to what is still past the floor (a trickle of spawns must not keep a burst's stacks
+ * for ever). Guarded stacks past the floor are kept only while half the process's guard budget
+ * is free (guards_short): the budget is every scheduler's. Bound: a spawn maps a stack only when
+ * it finds no free one it may take (a worker: its cache, the blocks of its fibers that died
+ * elsewhere, then the spare list; a plain thread: the spare list), so what the list holds past
+ * its floor was in use at once, short of the workers' caches, within the last period or two.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -292,6 +309,77 @@ static void unpoison(const weft__stack *st)
 #endif
 }
 
+/* The spare list past its floor (the head comment): a period, and the steps that pay a debt. */
+#define TRIM_PERIOD ((int64_t)1000 * 1000 * 1000)
+#define TRIM_STEP ((int64_t)1000 * 1000)
+#define TRIM_BATCH 32
+
+/* Under spare_lock: a new period from now (the list's least is what it holds), or none while the
+ * list is within its floor. */
+static void spare_period(weft_sched *s, int64_t now)
+{
+	s->spare_low = s->spare_bytes;
+	s->spare_owed = 0;
+	atomic_store_explicit(&s->spare_trim_at,
+	                      s->spare_bytes > s->spare_floor ? now + TRIM_PERIOD : INT64_MAX,
+	                      memory_order_relaxed);
+}
+
+/* Under spare_lock, after blocks were put (took = false) or taken (true). */
+static void spare_changed(weft_sched *s, bool took)
+{
+	if (s->spare_bytes < s->spare_low)
+		s->spare_low = s->spare_bytes;
+	if (took) { /* the debt is at most what is still past the floor */
+		size_t over = s->spare_bytes > s->spare_floor ? s->spare_bytes - s->spare_floor : 0;
+		if (s->spare_owed > over)
+			s->spare_owed = over;
+	} else if (s->spare_bytes > s->spare_floor &&
+	           atomic_load_explicit(&s->spare_trim_at, memory_order_relaxed) == INT64_MAX) {
+		spare_period(s, weft_now());
+	}
+}
+
+/* Guarded stacks past the spare list's floor hold the process's guard budget (take_guard) that
+ * other spawns, of any scheduler, may need: they are kept only while half of it is free. */
+static bool guards_short(void)
+{
+	return atomic_load_explicit(&guards_in_use, memory_order_relaxed) > guard_budget / 2;
+}
+
+/* A step of the spare list's trim, when due (the head comment). Any thread, any time. */
+void weft__stack_trim(weft_sched *s, int64_t now)
+{
+	weft__fiber *gone = NULL;
+	weft__spin_lock(&s->spare_lock);
+	if (now >= atomic_load_explicit(&s->spare_trim_at, memory_order_relaxed)) {
+		if (!s->spare_owed) /* a period's end */
+			s->spare_owed =
+			        s->spare_low > s->spare_floor ? s->spare_low - s->spare_floor : 0;
+		for (int i = 0; i < TRIM_BATCH && s->spare_owed && s->spare_bytes > s->spare_floor;
+		     i++) {
+			weft__fiber *f = s->spare;
+			size_t size = f->stack.map_size;
+			s->spare = f->next;
+			s->spare_bytes -= size;
+			s->spare_owed -= size < s->spare_owed ? size : s->spare_owed;
+			f->next = gone;
+			gone = f;
+		}
+		if (s->spare_owed && s->spare_bytes > s->spare_floor)
+			atomic_store_explicit(&s->spare_trim_at, now + TRIM_STEP,
+			                      memory_order_relaxed);
+		else
+			spare_period(s, now);
+	}
+	weft__spin_unlock(&s->spare_lock);
+	while (gone) { /* the unmaps outside the lock */
+		weft__stack st = gone->stack;
+		gone = gone->next;
+		stack_free(s, &st);
+	}
+}
+
 /* Blocks move between a worker's cache and the spare list in batches of up to this many: one hold
  * of the spare lock per batch. On two workers, where one spawns and the other runs what it
  * steals (and so frees their stacks into its own cache), that traffic is every spawn's. */
@@ -343,6 +431,7 @@ static __attribute__((noinline)) int stack_get_slow(weft_sched *s, worker *w, si
 				w->cache = g;
 				w->cache_bytes += g->stack.map_size;
 			}
+			spare_changed(s, true);
 		}
 		weft__spin_unlock(&s->spare_lock);
 		if (f) {
@@ -380,41 +469,39 @@ int weft__stack_get(weft_sched *s, worker *w, size_t size, weft__fiber **ret)
 }
 
 /* weft__stack_put past w's cache (full, or no worker): the spare list (with a batch of w's cache,
- * for the workers that take from it), or the stack is freed. */
+ * for the workers that take from it), or, another size, the stack is freed. */
 static __attribute__((noinline)) void stack_put_slow(weft_sched *s, worker *w, weft__fiber *f,
                                                      bool keep)
 {
-	const weft__stack *st = &f->stack;
-	if (keep) {
-		bool kept = false;
-		size_t cap = s->stack_cache * (size_t)s->nworkers;
-		weft__spin_lock(&s->spare_lock);
-		if (s->spare_bytes + st->map_size <= cap) {
-			f->next = s->spare;
-			s->spare = f;
-			s->spare_bytes += st->map_size;
-			kept = true;
-			for (int i = 1; w && i < SPARE_BATCH && w->cache; i++) {
-				weft__fiber *g = w->cache;
-				if (s->spare_bytes + g->stack.map_size > cap)
-					break;
-				w->cache = g->next;
-				w->cache_bytes -= g->stack.map_size;
-				g->next = s->spare;
-				s->spare = g;
-				s->spare_bytes += g->stack.map_size;
-			}
-		}
-		weft__spin_unlock(&s->spare_lock);
-		if (kept)
-			return;
+	if (!keep) {
+		weft__stack copy = f->stack; /* the record goes with the memory */
+		stack_free(s, &copy);
+		return;
 	}
-	weft__stack copy = *st; /* the record goes with the memory */
-	stack_free(s, &copy);
+	weft__spin_lock(&s->spare_lock);
+	if (f->stack.guarded && s->spare_bytes + f->stack.map_size > s->spare_floor &&
+	    guards_short()) {
+		weft__spin_unlock(&s->spare_lock);
+		stack_put_slow(s, w, f, false);
+		return;
+	}
+	f->next = s->spare;
+	s->spare = f;
+	s->spare_bytes += f->stack.map_size;
+	for (int i = 1; w && i < SPARE_BATCH && w->cache; i++) {
+		weft__fiber *g = w->cache;
+		w->cache = g->next;
+		w->cache_bytes -= g->stack.map_size;
+		g->next = s->spare;
+		s->spare = g;
+		s->spare_bytes += g->stack.map_size;
+	}
+	spare_changed(s, false);
+	weft__spin_unlock(&s->spare_lock);
 }
 
-/* A dead (or never started) fiber's block back to a cache, or its stack freed. The spare list
- * holds as much as all the workers' caches together. */
+/* A dead (or never started) fiber's block back to a cache, or its stack freed (the head comment:
+ * Caching). */
 void weft__stack_put(weft_sched *s, worker *w, weft__fiber *f)
 {
 	const weft__stack *st = &f->stack;

@@ -175,6 +175,44 @@ TEST(fiber_run_queue_overflow_spills_to_the_injection_queue)
 	}
 }
 
+/* The spawns of a flood whose overflow finds no memory for the injection queue's chunks: every
+ * allocation fails from the flood's start until its last spawn (its stacks come from the cache
+ * the first flood left), so past the few chunks kept from the first flood the overflow goes to
+ * the list through the fibers, and the queue takes from both. */
+static void flood_faulty_fn(void *arg)
+{
+	weft_scope *root = weft_sched_root(weft_sched_current());
+	weft__fault_arm(WEFT__FAULT_ALLOC, 1, true);
+	int failed = 0;
+	for (int i = 0; i < 5000; i++)
+		failed += weft_spawn(root, count_fn, (void *)(intptr_t)1, NULL, NULL) != 0;
+	*(long *)arg = weft__fault_injected(WEFT__FAULT_ALLOC);
+	weft__fault_arm(WEFT__FAULT_ALLOC, 0, false);
+	ASSERT_EQ(failed, 0);
+}
+
+TEST(fiber_injection_queue_falls_back_to_a_list_without_memory)
+{
+	weft_sched *s = NULL;
+	/* 24 KiB stacks, and a cache that holds all of them: the second flood maps none. (A stack
+	 * with less than 16 KiB free neither allocates nor frees a chunk, sched.c: stack_roomy; on
+	 * these, the children, which take the chunks, keep no more than a few.) */
+	ASSERT_OK(weft_sched_create(&s, &(weft_sched_opts){.threads = 1,
+	                                                   .stack_size = 24576,
+	                                                   .stack_cache = (size_t)200 << 20}));
+	for (int round = 0; round < 2; round++) {
+		atomic_store(&counter, 0);
+		long refused = 0;
+		ASSERT_OK(weft_spawn(weft_sched_root(s), round ? flood_faulty_fn : flood_fn,
+		                     &refused, NULL, NULL));
+		join_all(s);
+		ASSERT_EQ(atomic_load(&counter), 5000);
+		if (round) /* chunks were refused: the list took fibers */
+			ASSERT_GE(refused, 1);
+	}
+	weft_sched_destroy(s);
+}
+
 /* ---- yield ------------------------------------------------------------------------------- */
 
 static char yield_log[64];
@@ -1175,6 +1213,149 @@ static void sleep_long(void *arg)
 {
 	(void)arg;
 	weft_fiber_sleep_until(WEFT_FOREVER);
+}
+
+/* Stacks mapped now (cached ones included). */
+static long stacks_now(weft_sched *s)
+{
+	weft_sched_stats st;
+	ASSERT_OK(weft_sched_stats_get(s, &st));
+	return st.guarded_stacks + st.canary_stacks;
+}
+
+static void burst_child(void *arg)
+{
+	long v;
+	(void)weft_chan_recv(arg, &v, WEFT_FOREVER); /* until the channel closes */
+}
+
+/* n fibers of the default size alive at once (each waits for the close), then all ended; returns
+ * the most stacks mapped at once while they lived. */
+static long burst(weft_sched *s, int n)
+{
+	weft_chan *ch;
+	weft_scope *sc;
+	ASSERT_OK(weft_chan_create(&ch, sizeof(long), 0));
+	ASSERT_OK(weft_scope_create(&sc, weft_sched_root(s)));
+	for (int i = 0; i < n; i++)
+		ASSERT_OK(weft_spawn(sc, burst_child, ch, NULL, NULL));
+	long peak = stacks_now(s);
+	ASSERT_OK(weft_chan_close(ch));
+	ASSERT_OK(weft_scope_join(sc, in_ms(20000)));
+	weft_scope_destroy(sc);
+	weft_chan_destroy(ch);
+	return peak;
+}
+
+/* Small caches: 1 MiB per worker, 14 stacks of 64 KiB (72 KiB mapped each); the spare list's
+ * floor as much again. */
+#define BURST_CACHE (1 << 20)
+#define BURST_FLOOR_STACKS 28
+#define BURST_N 500
+
+TEST_TIMEOUT(fiber_stack_cache_keeps_a_burst_then_trims_it, 60)
+{
+	weft_sched *s = NULL;
+	ASSERT_OK(weft_sched_create(&s,
+	                            &(weft_sched_opts){.threads = 1, .stack_cache = BURST_CACHE}));
+	long peak = burst(s, BURST_N);
+	/* the burst's stacks stay for the next one (without: the 28 the caps held, and every spawn
+	 * past them mapped a stack and every exit unmapped one) */
+	long kept = stacks_now(s);
+	ASSERT_GE(kept, BURST_N - 50);
+	ASSERT_LE(kept, peak);
+	/* and the next burst maps at most the worker's cache again (this test's spawns come from a
+	 * plain thread, which takes from the spare list only): the stacks never number more than
+	 * the most in use at once plus the workers' caches */
+	long peak2 = burst(s, BURST_N);
+	ASSERT_LE(peak2, BURST_N + BURST_FLOOR_STACKS / 2 + 2);
+	ASSERT_LE(stacks_now(s), BURST_N + BURST_FLOOR_STACKS / 2 + 2);
+	/* unused for a period (1 s), the excess goes, 32 blocks a step; the worker is parked all
+	 * along (its sleep ends at the trim's next step) */
+	int64_t start = weft_now(), end = in_ms(20000);
+	long now;
+	while ((now = stacks_now(s)) > BURST_FLOOR_STACKS + 2 && weft_now() < end)
+		usleep(10000);
+	printf("# %ld stacks kept after a burst of %d; %ld after %.2f s unused\n", kept, BURST_N,
+	       now, (double)(weft_now() - start) / 1e9);
+	ASSERT_LE(now, BURST_FLOOR_STACKS + 2);
+	/* what is left is at least the spare list's floor (and what the worker's cache holds: 0 to
+	 * 14, as its batches to the spare list left it) */
+	ASSERT_GE(now, BURST_FLOOR_STACKS / 2);
+	weft_sched_destroy(s);
+}
+
+TEST_TIMEOUT(fiber_stack_cache_keeps_what_bursts_keep_using, 60)
+{
+	weft_sched *s = NULL;
+	ASSERT_OK(weft_sched_create(&s,
+	                            &(weft_sched_opts){.threads = 1, .stack_cache = BURST_CACHE}));
+	(void)burst(s, BURST_N);
+	int64_t last = weft_now();
+	int checked = 0;
+	/* bursts 250 ms apart for about 2.5 s, more than two periods: each period sees the list
+	 * used, so nothing is trimmed (a check is made only when the gap since the last burst was
+	 * well within a period: a stalled machine may pass one, and then a trim is right) */
+	for (int i = 0; i < 10; i++) {
+		usleep(250 * 1000);
+		long n = stacks_now(s);
+		if (weft_now() - last < 700 * 1000 * 1000) {
+			ASSERT_GE(n, BURST_N - 50);
+			checked++;
+		}
+		(void)burst(s, BURST_N);
+		last = weft_now();
+	}
+	printf("# %d of 10 gaps checked\n", checked);
+	ASSERT_GE(checked, 5);
+	weft_sched_destroy(s);
+}
+
+TEST_TIMEOUT(fiber_stack_cache_trims_a_burst_under_a_trickle_of_spawns, 60)
+{
+	weft_sched *s = NULL;
+	ASSERT_OK(weft_sched_create(&s,
+	                            &(weft_sched_opts){.threads = 1, .stack_cache = BURST_CACHE}));
+	(void)burst(s, BURST_N);
+	ASSERT_GE(stacks_now(s), BURST_N - 50);
+	/* a spawn from this thread every 2 ms takes a stack from the spare list each time: the
+	 * burst's other stacks still go after a period (a take only lowers the debt to what is past
+	 * the floor; when a take ended it, 32 went per period: 15 s for these) */
+	int64_t start = weft_now(), end = in_ms(20000);
+	long now;
+	while ((now = stacks_now(s)) > BURST_FLOOR_STACKS + 4 && weft_now() < end) {
+		ASSERT_OK(weft_spawn(weft_sched_root(s), noop, NULL, NULL, NULL));
+		usleep(2000);
+	}
+	double took = (double)(weft_now() - start) / 1e9;
+	printf("# %ld stacks after %.2f s of a spawn every 2 ms\n", now, took);
+	ASSERT_LE(now, BURST_FLOOR_STACKS + 4);
+	ASSERT_LE(took, 8.0 * th_scale());
+	weft_sched_destroy(s);
+}
+
+TEST_TIMEOUT(fiber_stack_cache_leaves_half_the_guard_budget, 60)
+{
+	/* each case runs in a fresh process: the budget is read at the first scheduler */
+	setenv("WEFT_FIBER_GUARD_BUDGET", "200", 1);
+	weft_sched *a = NULL, *b = NULL;
+	ASSERT_OK(weft_sched_create(
+	        &a, &(weft_sched_opts){.threads = 1, .stack_cache = BURST_CACHE, .name = "a"}));
+	(void)burst(a, 200); /* all 200 guarded */
+	/* past a's floor (28 stacks), guarded stacks are kept only while half the budget is free:
+	 * at most 100 stay guarded in a's caches */
+	weft_sched_stats st;
+	ASSERT_OK(weft_sched_stats_get(a, &st));
+	printf("# %ld guarded stacks kept of 200\n", st.guarded_stacks);
+	ASSERT_LE(st.guarded_stacks, 100 + 1);
+	/* so another scheduler that insists on guard pages gets its share at once */
+	ASSERT_OK(weft_sched_create(
+	        &b, &(weft_sched_opts){.threads = 1, .guard = WEFT_GUARD_ALWAYS, .name = "b"}));
+	for (int i = 0; i < 90; i++)
+		ASSERT_OK(weft_spawn(weft_sched_root(b), sleep_long, NULL, NULL, NULL));
+	weft_sched_destroy(b);
+	weft_sched_destroy(a);
+	unsetenv("WEFT_FIBER_GUARD_BUDGET");
 }
 
 TEST(fiber_guard_budget_falls_back_to_canaries)
