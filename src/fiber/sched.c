@@ -230,6 +230,14 @@ static bool stack_roomy(void)
 	return !f || (sp > f->stack.lo && (size_t)(sp - f->stack.lo) >= INJECT_ALLOC_STACK);
 }
 
+/* inject_push's i-th fiber: slot h + i of w's ring below n, then `last`. */
+static inline weft__fiber *push_item(const worker *w, uint32_t h, uint32_t n, weft__fiber *last,
+                                     uint32_t i)
+{
+	return i < n ? atomic_load_explicit(&w->ring[(h + i) % RUNQ_SIZE], memory_order_relaxed)
+	             : last;
+}
+
 /* Append n fibers of w's ring from slot h on (runq_overflow, after its CAS took them: the owner
  * may read them) and then `last` if not NULL. */
 static void inject_push(weft_sched *s, const worker *w, uint32_t h, uint32_t n, weft__fiber *last)
@@ -270,15 +278,10 @@ static void inject_push(weft_sched *s, const worker *w, uint32_t h, uint32_t n, 
 			s->inject_last = c;
 		}
 		for (; done < total && c->tail < INJECT_CHUNK; done++)
-			c->f[c->tail++] =
-			        done < n ? atomic_load_explicit(&w->ring[(h + done) % RUNQ_SIZE],
-			                                        memory_order_relaxed)
-			                 : last;
+			c->f[c->tail++] = push_item(w, h, n, last, done);
 	}
 	for (; done < total; done++) { /* no chunk to be had */
-		weft__fiber *f = done < n ? atomic_load_explicit(&w->ring[(h + done) % RUNQ_SIZE],
-		                                                 memory_order_relaxed)
-		                          : last;
+		weft__fiber *f = push_item(w, h, n, last, done);
 		f->next = NULL;
 		if (s->inject_tail)
 			s->inject_tail->next = f;

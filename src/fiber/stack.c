@@ -309,6 +309,17 @@ static void unpoison(const weft__stack *st)
 #endif
 }
 
+/* Free the stacks of blocks linked through `next` (the record is copied first: it goes with the
+ * memory). */
+static void free_list(weft_sched *s, weft__fiber *f)
+{
+	while (f) {
+		weft__stack st = f->stack;
+		f = f->next;
+		stack_free(s, &st);
+	}
+}
+
 /* The spare list past its floor (the head comment): a period, and the steps that pay a debt. */
 #define TRIM_PERIOD ((int64_t)1000 * 1000 * 1000)
 #define TRIM_STEP ((int64_t)1000 * 1000)
@@ -373,11 +384,7 @@ void weft__stack_trim(weft_sched *s, int64_t now)
 			spare_period(s, now);
 	}
 	weft__spin_unlock(&s->spare_lock);
-	while (gone) { /* the unmaps outside the lock */
-		weft__stack st = gone->stack;
-		gone = gone->next;
-		stack_free(s, &st);
-	}
+	free_list(s, gone); /* the unmaps outside the lock */
 }
 
 /* Blocks move between a worker's cache and the spare list in batches of up to this many: one hold
@@ -513,15 +520,6 @@ void weft__stack_put(weft_sched *s, worker *w, weft__fiber *f)
 		return;
 	}
 	stack_put_slow(s, w, f, keep);
-}
-
-static void free_list(weft_sched *s, weft__fiber *f)
-{
-	while (f) {
-		weft__stack st = f->stack;
-		f = f->next;
-		stack_free(s, &st);
-	}
 }
 
 void weft__stack_spare_free(weft_sched *s)
